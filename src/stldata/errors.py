@@ -1,0 +1,27 @@
+"""The one exception base of the project.
+
+Every error carries its context as attributes and builds its message once, so a log line
+or an API problem can show both. ``transient`` tells a caller whether retrying may help.
+"""
+
+from __future__ import annotations
+
+
+class StlDataError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+    transient: bool = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigurationError(StlDataError):
+    """A setting or a catalog file is wrong; the user has to fix it."""
+
+
+class TransientError(StlDataError):
+    """A dependency (database, broker, network) failed in a way that may pass."""
+
+    transient = True

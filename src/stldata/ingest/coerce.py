@@ -1,0 +1,145 @@
+"""Coerce raw text cells to the catalog's column types.
+
+A cell that does not fit its type never aborts a load: the coercer returns ``None`` and a
+reason, the ingester quarantines the cell, and the row is kept with its raw text.
+Values come out JSON-ready: ints, floats, bools, ISO-8601 strings for dates and times.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from stldata.catalog import Column
+
+Value = str | int | float | bool | None
+Coercer = Callable[[str], Value]
+
+
+class CoercionFailed(ValueError):
+    """The cell's text is not a valid value of the column's type."""
+
+
+_US_DATETIME = re.compile(
+    r"^(\d{1,2})/(\d{1,2})/(\d{4})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?\s*([AaPp][Mm])?)?$"
+)
+_MONTH = re.compile(r"^(\d{4})-(\d{1,2})$")
+_TRUE = {"y", "yes", "true", "t", "1"}
+_FALSE = {"n", "no", "false", "f", "0"}
+
+
+def _parse_integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        # Exports from spreadsheets write whole numbers as 1.0 or 1,234.
+        try:
+            number = float(text.replace(",", ""))
+        except ValueError:
+            raise CoercionFailed(f"{text!r} is not a whole number") from None
+        if not number.is_integer():
+            raise CoercionFailed(f"{text!r} is not a whole number") from None
+        return int(number)
+
+
+def _parse_number(text: str) -> float:
+    try:
+        number = float(text.replace(",", ""))
+    except ValueError:
+        raise CoercionFailed(f"{text!r} is not a number") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise CoercionFailed(f"{text!r} is not a finite number")
+    return number
+
+
+def _parse_boolean(text: str) -> bool:
+    folded = text.casefold()
+    if folded in _TRUE:
+        return True
+    if folded in _FALSE:
+        return False
+    raise CoercionFailed(f"{text!r} is not a yes/no value")
+
+
+def parse_datetime(text: str, formats: tuple[str, ...] = ()) -> datetime:
+    """Parse the spellings seen in City exports: US ``M/D/YYYY H:MM`` and ISO-8601."""
+    for fmt in formats:
+        try:
+            return datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+
+    match = _US_DATETIME.match(text)
+    if match:
+        month, day, year, hour, minute, second, ampm = match.groups()
+        h = int(hour or 0)
+        if ampm:
+            if not 1 <= h <= 12:
+                raise CoercionFailed(f"{text!r} has hour {h} with AM/PM")
+            h = h % 12 + (12 if ampm.lower() == "pm" else 0)
+        try:
+            return datetime(int(year), int(month), int(day), h, int(minute or 0),
+                            int(second or 0))
+        except ValueError as exc:
+            raise CoercionFailed(f"{text!r} is not a valid date: {exc}") from None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise CoercionFailed(f"{text!r} is not a recognised date or time") from None
+
+
+def make_coercer(column: Column, timezone: str) -> Coercer:
+    """Build the function that turns one stripped, non-null cell into a typed value."""
+    tz = ZoneInfo(timezone)
+
+    if column.type == "integer":
+        return _parse_integer
+    if column.type == "number":
+        return _parse_number
+    if column.type == "boolean":
+        return _parse_boolean
+
+    if column.type == "datetime":
+        def to_datetime(text: str) -> str:
+            moment = parse_datetime(text, column.formats)
+            if moment.tzinfo is not None and column.ignore_zone:
+                moment = moment.replace(tzinfo=None)
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=tz)
+            return moment.isoformat()
+        return to_datetime
+
+    if column.type == "date":
+        def to_date(text: str) -> str:
+            try:
+                return date.fromisoformat(text).isoformat()
+            except ValueError:
+                return parse_datetime(text, column.formats).date().isoformat()
+        return to_date
+
+    if column.type == "month":
+        def to_month(text: str) -> str:
+            match = _MONTH.match(text)
+            if not match or not 1 <= int(match.group(2)) <= 12:
+                raise CoercionFailed(f"{text!r} is not a YYYY-MM month")
+            return f"{int(match.group(1)):04d}-{int(match.group(2)):02d}-01"
+        return to_month
+
+    if column.values:
+        mapping = column.values
+
+        def to_canonical(text: str) -> str:
+            try:
+                return mapping[text.casefold()]
+            except KeyError:
+                raise CoercionFailed(f"{text!r} is not a known spelling") from None
+        return to_canonical
+
+    return _collapse_spaces
+
+
+def _collapse_spaces(text: str) -> str:
+    # Fixed-width exports pad inside values too; one space between words is what people type.
+    return " ".join(text.split()) if "  " in text else text

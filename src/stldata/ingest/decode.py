@@ -1,0 +1,69 @@
+"""Turn the bytes of a text export into lines of str, whatever the publisher's encoding.
+
+City exports are mostly Windows-1252, sometimes behind a UTF-8 byte order mark, and may
+mix in UTF-8. Each physical line is decoded on its own: as UTF-8 when it is valid UTF-8
+(cp1252 text almost never is), otherwise as cp1252, so one odd line never forces a
+wrong guess on the whole file.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
+
+from stldata.ingest.errors import BinarySourceError, EmptySourceError
+
+BOMS = (codecs.BOM_UTF8,)
+
+#: Bytes that cp1252 leaves undefined; Latin-1 maps them to the C1 controls instead.
+_CP1252_HOLES = {0x81, 0x8D, 0x8F, 0x90, 0x9D}
+
+
+def _decode_cp1252(line: bytes) -> str:
+    if any(b in _CP1252_HOLES for b in line):
+        return "".join(
+            bytes([b]).decode("latin-1") if b in _CP1252_HOLES else bytes([b]).decode("cp1252")
+            for b in line
+        )
+    return line.decode("cp1252")
+
+
+def decode_line(line: bytes, encoding: str = "auto") -> str:
+    if encoding == "auto":
+        try:
+            return line.decode("utf-8")
+        except UnicodeDecodeError:
+            return _decode_cp1252(line)
+    if encoding in ("cp1252", "windows-1252"):
+        return _decode_cp1252(line)
+    return line.decode(encoding)
+
+
+def text_lines(stream: BinaryIO, name: str, encoding: str = "auto") -> Iterator[str]:
+    """Yield decoded lines (line ends kept) of a binary stream.
+
+    Raises :class:`EmptySourceError` for a file with no bytes and
+    :class:`BinarySourceError` when a NUL byte shows the file is not text.
+    """
+    first = True
+    offset = 0
+    for raw in stream:
+        if first:
+            first = False
+            for bom in BOMS:
+                if raw.startswith(bom):
+                    raw = raw[len(bom):]
+                    offset += len(bom)
+        if b"\x00" in raw:
+            at = offset + raw.index(b"\x00")
+            raise BinarySourceError(name, f"binary content (NUL byte at byte {at}); "
+                                          "expected a text CSV export")
+        offset += len(raw)
+        yield decode_line(raw, encoding)
+    if first:
+        raise EmptySourceError(name, "file is empty (0 bytes)")
+
+
+def count_bytes(lines: Iterable[bytes]) -> int:
+    return sum(len(line) for line in lines)

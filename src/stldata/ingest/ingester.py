@@ -1,0 +1,240 @@
+"""Publish a dataset's source to the log as one snapshot.
+
+Steps: find and hash the source files; skip the run if nothing changed since the last
+publication; check every file's header before publishing anything; then stream each file
+in batches (decode, map columns, coerce, project coordinates, key) and publish the
+records between a snapshot-started and a snapshot-committed event. A failure midway
+publishes snapshot-aborted, so the projector discards the partial snapshot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from stldata.catalog import Dataset
+from stldata.ingest.reader import BadRow, read_rows
+from stldata.ingest.records import Record, RecordBuilder
+from stldata.ingest.sources import SourceFile, cleanup_fetch, resolve_source
+from stldata.log.base import Producer
+from stldata.log.events import (
+    CONTROL_TOPIC,
+    RecordPut,
+    RowRejected,
+    SnapshotAborted,
+    SnapshotCommitted,
+    SnapshotStarted,
+)
+from stldata.settings import Settings
+from stldata.store.database import Database
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class FileStats:
+    partition: str
+    sha256: str
+    rows_read: int = 0
+    published: int = 0
+    rejected: int = 0
+    with_issues: int = 0
+    unmapped_columns: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"file": self.partition, "sha256": self.sha256, "rows_read": self.rows_read,
+                "published": self.published, "rejected": self.rejected,
+                "with_issues": self.with_issues, "unmapped_columns": self.unmapped_columns}
+
+
+@dataclass
+class IngestSummary:
+    dataset_id: str
+    snapshot_id: int | None
+    rows_read: int = 0
+    published: int = 0
+    quarantined: int = 0
+    seconds: float = 0.0
+    files: list[FileStats] = field(default_factory=list)
+    skipped_files: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        if self.snapshot_id is None:
+            return (f"{self.dataset_id}: source unchanged "
+                    f"({len(self.skipped_files)} files), no new snapshot")
+        return (f"{self.dataset_id}: snapshot {self.snapshot_id}: {self.rows_read} rows read, "
+                f"{self.published} published, {self.quarantined} quarantined, "
+                f"{self.seconds:.1f}s")
+
+
+class Ingester:
+    def __init__(self, settings: Settings, database: Database, producer: Producer) -> None:
+        self.settings = settings
+        self.database = database
+        self.producer = producer
+
+    def ingest(self, dataset: Dataset, source: str | None = None, *,
+               progress: Callable[[int], Progress] | None = None) -> IngestSummary:
+        started = time.monotonic()
+        origin, files = resolve_source(dataset, source, self.settings,
+                                       workdir=self.settings.state_dir)
+        try:
+            publish, skipped = self._changed_files(dataset, files)
+            summary = IngestSummary(dataset.id, None, skipped_files=skipped)
+            if not publish:
+                log.info("%s: every source file is unchanged; no new snapshot", dataset.id)
+                return summary
+
+            for file in publish:
+                self._check_header(dataset, file)
+
+            summary.snapshot_id = self._next_snapshot_id()
+            self._publish(dataset, origin, publish, summary, progress)
+            self._remember(dataset, publish, summary.snapshot_id)
+        finally:
+            cleanup_fetch(files)
+        summary.seconds = time.monotonic() - started
+        log.info("%s", summary.line())
+        return summary
+
+    def _changed_files(self, dataset: Dataset,
+                       files: list[SourceFile]) -> tuple[list[SourceFile], list[str]]:
+        with self.database.connect() as conn:
+            rows = conn.execute("SELECT partition, sha256 FROM source_files "
+                                "WHERE dataset_id = %s", (dataset.id,)).fetchall()
+        known = {str(p): str(s) for p, s in rows}
+        changed = [f for f in files if known.get(f.partition) != f.sha256]
+
+        if dataset.mode == "full":
+            # A full snapshot is the whole truth: any change republishes every file.
+            same_set = set(known) == {f.partition for f in files}
+            if not changed and same_set:
+                return [], [f.partition for f in files]
+            return files, []
+        return changed, [f.partition for f in files if f not in changed]
+
+    def _check_header(self, dataset: Dataset, file: SourceFile) -> None:
+        """Fail on an unusable file before any of the snapshot is published."""
+        with file.path.open("rb") as stream:
+            _, rows = read_rows(stream, dataset, file.partition)
+            if next(rows, None) is None:
+                from stldata.ingest.errors import EmptySourceError
+
+                raise EmptySourceError(file.partition, "file has a header but no data rows")
+
+    def _next_snapshot_id(self) -> int:
+        with self.database.connect(autocommit=True) as conn:
+            row = conn.execute("SELECT nextval('snapshot_ids')").fetchone()
+        assert row is not None
+        return int(row[0])  # type: ignore[call-overload]
+
+    def _publish(self, dataset: Dataset, origin: str, files: list[SourceFile],
+                 summary: IngestSummary, progress: Callable[[int], Progress] | None) -> None:
+        snapshot_id = summary.snapshot_id
+        assert snapshot_id is not None
+        fetched_at = datetime.now(UTC).isoformat()
+        self.producer.ensure_topic(CONTROL_TOPIC, 1)
+        self.producer.ensure_topic(dataset.topic, self.settings.topic_partitions)
+        self._send_control(SnapshotStarted(
+            snapshot_id, dataset.id, dataset.mode, [f.partition for f in files], origin,
+            fetched_at))
+        log.info("%s: snapshot %d started from %s (%d files)",
+                 dataset.id, snapshot_id, origin, len(files))
+
+        tick = progress(sum(f.size for f in files)) if progress else None
+        messages = 0
+        try:
+            for file in files:
+                stats = self._publish_file(dataset, snapshot_id, file, tick)
+                summary.files.append(stats)
+                summary.rows_read += stats.rows_read
+                summary.published += stats.published
+                summary.quarantined += stats.rejected + stats.with_issues
+                messages += stats.published + stats.rejected
+        except BaseException as exc:
+            log.error("%s: snapshot %d aborted: %s", dataset.id, snapshot_id, exc)
+            try:
+                self._send_control(SnapshotAborted(snapshot_id, dataset.id, str(exc)[:2000]))
+            except Exception:
+                log.exception("could not publish the abort of snapshot %d", snapshot_id)
+            raise
+
+        digest = hashlib.sha256("".join(f.sha256 for f in files).encode()).hexdigest()
+        self._send_control(SnapshotCommitted(
+            snapshot_id, dataset.id, summary.published, messages, summary.rows_read,
+            summary.quarantined, origin, fetched_at, digest,
+            [s.as_dict() for s in summary.files]))
+
+    def _publish_file(self, dataset: Dataset, snapshot_id: int, file: SourceFile,
+                      tick: Progress | None) -> FileStats:
+        stats = FileStats(file.partition, file.sha256)
+        builder = RecordBuilder(dataset)
+        builder.start_file()
+        batch: list[Record] = []
+        with file.path.open("rb") as stream:
+            header, rows = read_rows(stream, dataset, file.partition)
+            stats.unmapped_columns = header.unmapped
+            if header.unmapped:
+                log.info("%s: %s has columns the catalog does not map (kept in the source "
+                         "JSON): %s", dataset.id, file.partition, ", ".join(header.unmapped))
+            position = 0
+            for row in rows:
+                stats.rows_read += 1
+                if isinstance(row, BadRow):
+                    stats.rejected += 1
+                    self.producer.send(dataset.topic, RowRejected(
+                        snapshot_id, dataset.id, file.partition, row.line, row.text[:10000],
+                        row.reason).to_bytes(), key=None)
+                    continue
+                batch.append(builder.build(header, row.line, row.cells))
+                if len(batch) >= self.settings.batch_size:
+                    self._send_records(dataset, snapshot_id, file, builder, batch, stats)
+                    batch = []
+                    if tick:
+                        tick(stream.tell() - position)
+                        position = stream.tell()
+            self._send_records(dataset, snapshot_id, file, builder, batch, stats)
+            if tick:
+                tick(file.size - position)
+        self.producer.flush()
+        if stats.rejected:
+            log.warning("%s: %s: %d rows rejected to quarantine", dataset.id, file.partition,
+                        stats.rejected)
+        return stats
+
+    def _send_records(self, dataset: Dataset, snapshot_id: int, file: SourceFile,
+                      builder: RecordBuilder, batch: list[Record], stats: FileStats) -> None:
+        builder.finish_batch(batch)
+        for record in batch:
+            if record.issues:
+                stats.with_issues += 1
+            self.producer.send(dataset.topic, RecordPut(
+                snapshot_id, dataset.id, record.key, file.partition, record.line, record.hash,
+                record.values, record.source, [i.as_dict() for i in record.issues],
+            ).to_bytes(), key=record.key.encode())
+        stats.published += len(batch)
+        self.producer.flush()
+
+    def _send_control(self, event: SnapshotStarted | SnapshotCommitted | SnapshotAborted
+                      ) -> None:
+        self.producer.send(CONTROL_TOPIC, event.to_bytes(),
+                           key=event.dataset_id.encode(),
+                           headers={"event": event.name.encode()})
+        self.producer.flush()
+
+    def _remember(self, dataset: Dataset, files: list[SourceFile], snapshot_id: int) -> None:
+        with self.database.transaction() as conn:
+            for file in files:
+                conn.execute(
+                    "INSERT INTO source_files (dataset_id, partition, sha256, snapshot_id) "
+                    "VALUES (%s, %s, %s, %s) ON CONFLICT (dataset_id, partition) DO UPDATE "
+                    "SET sha256 = excluded.sha256, snapshot_id = excluded.snapshot_id, "
+                    "published_at = now()",
+                    (dataset.id, file.partition, file.sha256, snapshot_id))

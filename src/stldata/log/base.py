@@ -1,0 +1,58 @@
+"""The log interface that both backends implement."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: dict[str, bytes] = field(default_factory=dict)
+    timestamp_ms: int = 0
+
+
+@dataclass(frozen=True)
+class TopicPartition:
+    topic: str
+    partition: int
+
+
+class Producer(Protocol):
+    def ensure_topic(self, topic: str, partitions: int) -> None:
+        """Create the topic if it does not exist (explicitly, never by auto-creation)."""
+
+    def send(self, topic: str, value: bytes, *, key: bytes | None = None,
+             headers: dict[str, bytes] | None = None) -> None:
+        """Queue one message; it is durable only after :meth:`flush` returns."""
+
+    def flush(self) -> None:
+        """Block until every queued message is durably on the log, or raise."""
+
+    def close(self) -> None: ...
+
+
+class Consumer(Protocol):
+    """Reads topics from positions the caller owns.
+
+    The projector stores offsets in PostgreSQL with the rows they produced, so consumers
+    never commit offsets themselves: the caller seeks on start and after a rebalance.
+    """
+
+    def assign(self, positions: dict[TopicPartition, int]) -> None:
+        """Read these partitions, each starting at the given next offset."""
+
+    def partitions(self, topic: str) -> list[TopicPartition]: ...
+
+    def poll(self, max_messages: int, timeout: float) -> Sequence[Message]: ...
+
+    def end_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """The next offset to be written to each partition (for lag)."""
+
+    def close(self) -> None: ...

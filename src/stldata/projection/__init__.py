@@ -1,0 +1,1 @@
+"""Query side: apply log events to the read model in PostgreSQL."""

