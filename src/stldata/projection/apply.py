@@ -119,12 +119,13 @@ def apply_snapshot(conn: Conn, dataset: Dataset, event: SnapshotCommitted) -> Ap
         FROM apply_batch b, jsonb_array_elements(b.payload -> 'issues') i
         WHERE jsonb_array_length(b.payload -> 'issues') > 0""", params)
 
-    conn.execute("""
+    conn.execute(sql.SQL("""
         UPDATE snapshots SET status = 'committed', committed_at = now(),
             record_count = %(records)s, rows_read = %(rows)s, quarantined = %(quarantined)s,
             sha256 = %(sha)s, files = %(files)s, added = %(added)s, changed = %(changed)s,
-            deleted = %(deleted)s, unchanged = %(unchanged)s
-        WHERE id = %(sid)s""", {
+            deleted = %(deleted)s, unchanged = %(unchanged)s,
+            row_count = (SELECT count(*) FROM {table})
+        WHERE id = %(sid)s""").format(table=table), {
         **params, "records": event.record_count, "rows": event.rows_read,
         "quarantined": event.quarantined, "sha": event.sha256,
         "files": orjson.dumps(event.files).decode(), "added": counts.added,

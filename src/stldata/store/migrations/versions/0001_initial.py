@@ -32,6 +32,7 @@ def upgrade() -> None:
             changed       bigint,
             deleted       bigint,
             unchanged     bigint,
+            row_count     bigint,
             reason        text,
             started_at    timestamptz NOT NULL DEFAULT now(),
             committed_at  timestamptz

@@ -1,0 +1,1 @@
+"""Read service: the Flask REST API over the read model."""

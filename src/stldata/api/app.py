@@ -1,0 +1,240 @@
+"""The read API: datasets, records, health, the landing page and the generated spec.
+
+The OpenAPI document at ``/openapi.json`` and the Swagger UI at ``/docs`` come from the
+schemas in :mod:`stldata.api.schemas`, the same ones that validate requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import date, datetime
+from typing import Any
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from apiflask import APIFlask, HTTPError
+from flask import Response, render_template, request, url_for
+from werkzeug.exceptions import HTTPException
+
+import stldata
+from stldata.api import schemas
+from stldata.api.problems import PROBLEM_JSON, ApiProblem, NotFound
+from stldata.api.query import build_select, dataset_table, encode_cursor, parse_query
+from stldata.catalog import Dataset
+from stldata.log.factory import backend_name
+from stldata.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_FIELDS = ("id", "status", "source", "fetched_at", "committed_at", "sha256",
+                   "rows_read", "record_count", "quarantined", "added", "changed", "deleted",
+                   "unchanged", "row_count")
+
+
+def _problem(status: int, title: str, detail: str, extra: dict[str, Any] | None = None
+             ) -> Response:
+    import orjson
+
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail,
+            "instance": request.path, **(extra or {})}
+    return Response(orjson.dumps(body), status=status, mimetype=PROBLEM_JSON)
+
+
+def _jsonable(value: Any, tz: ZoneInfo) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(tz).isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+class ReadModel:
+    """Queries over the read model for one app; one engine, tables built from the catalog."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.engine = runtime.database.engine(pool_size=8, max_overflow=8)
+        self.metadata = sa.MetaData()
+        self._lag_lock = threading.Lock()
+        self._consumers: Any = None
+
+    def dataset(self, dataset_id: str) -> Dataset:
+        dataset = self.runtime.catalog.datasets.get(dataset_id)
+        if dataset is None:
+            raise NotFound(f"no dataset {dataset_id!r}; see /api/v1/datasets")
+        return dataset
+
+    def latest_snapshots(self) -> dict[str, dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.text(
+                "SELECT DISTINCT ON (dataset_id) dataset_id, " + ", ".join(SNAPSHOT_FIELDS)
+                + " FROM snapshots WHERE status = 'committed' "
+                "ORDER BY dataset_id, id DESC")).mappings().all()
+        out = {}
+        for row in rows:
+            snap = {k: (v.isoformat() if isinstance(v, datetime) else v)
+                    for k, v in row.items() if k != "dataset_id"}
+            out[str(row["dataset_id"])] = snap
+        return out
+
+    def describe(self, dataset: Dataset, snapshot: dict[str, Any] | None) -> dict[str, Any]:
+        types = dataset.column_types()
+        described = {c.name: c.description for c in dataset.columns}
+        base = f"/api/v1/datasets/{dataset.id}"
+        return {
+            **dataset.describe(),
+            "columns": [{"name": n, "type": t, "description": described.get(n, "")}
+                        for n, t in types.items()],
+            "row_count": snapshot.get("row_count") if snapshot else None,
+            "latest_snapshot": snapshot,
+            "links": {"self": base, "records": base + "/records"},
+        }
+
+    def lag(self) -> int | None:
+        from stldata.projection.projector import GROUP_ID, log_lag
+
+        with self._lag_lock:
+            if self._consumers is None:
+                self._consumers = (self.runtime.consumer(GROUP_ID),
+                                   self.runtime.consumer(GROUP_ID + "-control"))
+            data, control = self._consumers
+            with self.runtime.database.connect() as conn:
+                return log_lag(conn, data, control, [d.topic for d in self.runtime.catalog])
+
+
+def create_app(runtime: Runtime) -> APIFlask:
+    app = APIFlask(
+        __name__, title="STL Data API", version=stldata.__version__,
+        spec_path="/openapi.json", docs_path="/docs",
+    )
+    app.config.update(
+        VALIDATION_ERROR_STATUS_CODE=400,
+        VALIDATION_ERROR_DESCRIPTION="Bad parameter",
+        JSON_SORT_KEYS=False,
+        INFO={"description": "Public data about St. Louis, cleaned once and served "
+                             "through one documented API."},
+    )
+    model = ReadModel(runtime)
+    app.extensions["stldata.read_model"] = model
+
+    @app.error_processor
+    def http_error(error: HTTPError) -> Response:
+        extra: dict[str, Any] = {}
+        detail = error.message
+        if error.status_code == 400 and isinstance(error.detail, dict):
+            # Schema validation: name each offending parameter.
+            params = [{"name": name, "reason": "; ".join(map(str, reasons))}
+                      for location in error.detail.values() if isinstance(location, dict)
+                      for name, reasons in location.items()]
+            if params:
+                extra["invalid_params"] = params
+                detail = "; ".join(f"parameter {p['name']!r}: {p['reason']}" for p in params)
+        return _problem(error.status_code, error.message or "Error", detail, extra)
+
+    @app.errorhandler(ApiProblem)
+    def api_problem(error: ApiProblem) -> Response:
+        body = error.body(request.path)
+        body.pop("instance", None)
+        body.pop("type", None)
+        body.pop("title", None)
+        body.pop("status", None)
+        body.pop("detail", None)
+        return _problem(error.status, error.title, error.detail, body)
+
+    @app.errorhandler(HTTPException)
+    def http_exception(error: HTTPException) -> Response:
+        return _problem(error.code or 500, error.name, error.description or error.name)
+
+    @app.errorhandler(sa.exc.OperationalError)
+    def database_down(error: sa.exc.OperationalError) -> Response:
+        log.error("database error while serving %s", request.path, exc_info=error)
+        return _problem(503, "Service Unavailable", "the database is not reachable")
+
+    @app.get("/")
+    @app.doc(hide=True)
+    def landing() -> str:
+        snapshots = model.latest_snapshots()
+        datasets = [model.describe(d, snapshots.get(d.id)) for d in runtime.catalog]
+        return render_template("index.html", datasets=datasets)
+
+    @app.get("/health")
+    @app.output(schemas.Health)
+    @app.doc(summary="Service health", description="Database reachability and log lag.",
+             responses={503: "Database unreachable"})
+    def health() -> Any:
+        try:
+            with model.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa.exc.OperationalError:
+            return {"status": "unavailable", "database": "unreachable",
+                    "log_backend": backend_name(runtime.settings), "log_lag": None}, 503
+        try:
+            lag: int | None = model.lag()
+        except Exception:
+            log.warning("could not compute log lag", exc_info=True)
+            lag = None
+        return {"status": "ok", "database": "ok", "log_backend": backend_name(runtime.settings),
+                "log_lag": lag}
+
+    @app.get("/api/v1/datasets")
+    @app.output(schemas.DatasetList)
+    @app.doc(summary="List datasets", tags=["Datasets"])
+    def list_datasets() -> Any:
+        snapshots = model.latest_snapshots()
+        return {"datasets": [model.describe(d, snapshots.get(d.id)) for d in runtime.catalog]}
+
+    @app.get("/api/v1/datasets/<dataset_id>")
+    @app.output(schemas.DatasetOut)
+    @app.doc(summary="Dataset metadata", tags=["Datasets"], responses={404: "Unknown dataset"},
+             description="Columns with types, row count, latest snapshot and source.")
+    def get_dataset(dataset_id: str) -> Any:
+        dataset = model.dataset(dataset_id)
+        return model.describe(dataset, model.latest_snapshots().get(dataset.id))
+
+    @app.get("/api/v1/datasets/<dataset_id>/records")
+    @app.input(schemas.RecordsQuery, location="query")
+    @app.output(schemas.RecordsPage)
+    @app.doc(summary="List records", tags=["Records"], description=schemas.FILTER_HELP,
+             responses={400: "Bad parameter", 404: "Unknown dataset"})
+    def list_records(dataset_id: str, query_data: dict[str, Any]) -> Any:
+        dataset = model.dataset(dataset_id)
+        table = dataset_table(dataset, model.metadata)
+        args = request.args.to_dict(flat=False)
+        query = parse_query(dataset, table, args)
+        names = list(dataset.column_types())
+        columns = [table.c._key, table.c._snapshot_id, *(table.c[n] for n in names)]
+        with model.engine.connect() as conn:
+            rows = conn.execute(build_select(table, query, columns)).mappings().all()
+
+        tz = ZoneInfo(dataset.timezone)
+        page = rows[: query.limit]
+        items = [{k: _jsonable(v, tz) for k, v in row.items()} for row in page]
+        next_url = None
+        if len(rows) > query.limit:
+            last = page[-1]
+            cursor = encode_cursor([last[n] for n, _ in query.order] + [last["_key"]])
+            params = [(k, v) for k, vs in args.items() if k != "cursor" for v in vs]
+            next_url = url_for("list_records", dataset_id=dataset.id) + "?" + urlencode(
+                [*params, ("cursor", cursor)])
+        snapshot = max((int(i["_snapshot_id"]) for i in items), default=None)
+        return {"dataset": dataset.id, "snapshot_id": snapshot, "count": len(items),
+                "items": items, "next": next_url}
+
+    @app.get("/api/v1/datasets/<dataset_id>/records/<path:key>")
+    @app.output(schemas.RecordOut)
+    @app.doc(summary="One record by key", tags=["Records"],
+             responses={404: "Unknown dataset or record"})
+    def get_record(dataset_id: str, key: str) -> Any:
+        dataset = model.dataset(dataset_id)
+        table = dataset_table(dataset, model.metadata)
+        with model.engine.connect() as conn:
+            row = conn.execute(sa.select(table).where(table.c._key == key)).mappings().first()
+        if row is None:
+            raise NotFound(f"dataset {dataset.id!r} has no record with key {key!r}")
+        tz = ZoneInfo(dataset.timezone)
+        record = {k: _jsonable(v, tz) for k, v in row.items() if k != "_hash"}
+        return {"dataset": dataset.id, "record": record}
+
+    return app

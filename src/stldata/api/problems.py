@@ -1,0 +1,49 @@
+"""Errors as ``application/problem+json`` (RFC 9457), each naming what was wrong."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stldata.errors import StlDataError
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class ApiProblem(StlDataError):
+    """An error that becomes an HTTP problem response."""
+
+    status = 400
+    title = "Bad Request"
+
+    def __init__(self, detail: str, *, param: str | None = None, reason: str | None = None,
+                 extra: dict[str, Any] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.param = param
+        self.reason = reason or detail
+        self.extra = extra or {}
+
+    def body(self, instance: str) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": "about:blank", "title": self.title, "status": self.status,
+            "detail": self.detail, "instance": instance,
+        }
+        if self.param:
+            body["invalid_params"] = [{"name": self.param, "reason": self.reason}]
+        body.update(self.extra)
+        return body
+
+
+class BadParameter(ApiProblem):
+    def __init__(self, param: str, reason: str) -> None:
+        super().__init__(f"parameter {param!r}: {reason}", param=param, reason=reason)
+
+
+class NotFound(ApiProblem):
+    status = 404
+    title = "Not Found"
+
+
+class Unavailable(ApiProblem):
+    status = 503
+    title = "Service Unavailable"
