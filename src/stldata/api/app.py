@@ -112,10 +112,11 @@ def create_app(runtime: Runtime) -> APIFlask:
     app.config.update(
         VALIDATION_ERROR_STATUS_CODE=400,
         VALIDATION_ERROR_DESCRIPTION="Bad parameter",
-        JSON_SORT_KEYS=False,
         INFO={"description": "Public data about St. Louis, cleaned once and served "
                              "through one documented API."},
     )
+    # Records keep the column order of the catalog, and source rows that of the file.
+    app.json.sort_keys = False  # type: ignore[attr-defined]
     model = ReadModel(runtime)
     app.extensions["stldata.read_model"] = model
 

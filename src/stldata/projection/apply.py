@@ -68,7 +68,7 @@ def apply_snapshot(conn: Conn, dataset: Dataset, event: SnapshotCommitted) -> Ap
     conn.execute("""
         INSERT INTO record_versions
             (dataset_id, key, hash, values, source, partition, line, valid_from)
-        SELECT %(ds)s, key, payload ->> 'hash', payload -> 'values', payload -> 'source',
+        SELECT %(ds)s, key, payload ->> 'hash', (payload -> 'values')::jsonb, payload -> 'source',
                payload ->> 'partition', (payload ->> 'line')::int, %(sid)s
         FROM apply_written""", params)
 
@@ -116,8 +116,8 @@ def apply_snapshot(conn: Conn, dataset: Dataset, event: SnapshotCommitted) -> Ap
              reason)
         SELECT %(ds)s, %(sid)s, b.payload ->> 'partition', (b.payload ->> 'line')::int, b.key,
                i ->> 'column', i ->> 'raw', i ->> 'reason'
-        FROM apply_batch b, jsonb_array_elements(b.payload -> 'issues') i
-        WHERE jsonb_array_length(b.payload -> 'issues') > 0""", params)
+        FROM apply_batch b, json_array_elements(b.payload -> 'issues') i
+        WHERE json_array_length(b.payload -> 'issues') > 0""", params)
 
     conn.execute(sql.SQL("""
         UPDATE snapshots SET status = 'committed', committed_at = now(),

@@ -146,7 +146,7 @@ class Projector:
             if rows:
                 self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS incoming "
                                   "(snapshot_id bigint, key text, position bigint, "
-                                  "payload jsonb) ON COMMIT DELETE ROWS")
+                                  "payload json) ON COMMIT DELETE ROWS")
                 with self.conn.cursor().copy(
                         "COPY incoming (snapshot_id, key, position, payload) FROM STDIN"
                 ) as copy:

@@ -40,7 +40,7 @@ def ensure_table(conn: psycopg.Connection[tuple[object, ...]], dataset: Dataset)
             _partition    text,
             _line         integer,
             _hash         text NOT NULL,
-            _source       jsonb NOT NULL
+            _source       json NOT NULL
         )""").format(table))
 
     for name, type_ in dataset.column_types().items():

@@ -48,7 +48,7 @@ def upgrade() -> None:
             hash        text,
             deleted     boolean NOT NULL DEFAULT false,
             values      jsonb,
-            source      jsonb,
+            source      json,
             partition   text,
             line        integer,
             valid_from  bigint NOT NULL REFERENCES snapshots (id),
@@ -78,7 +78,8 @@ def upgrade() -> None:
             snapshot_id  bigint NOT NULL,
             key          text NOT NULL,
             position     bigint NOT NULL,
-            payload      jsonb NOT NULL,
+            -- json, not jsonb: the source row keeps its column order and exact text.
+            payload      json NOT NULL,
             PRIMARY KEY (snapshot_id, key)
         )""")
     op.execute("""

@@ -1,0 +1,144 @@
+"""Fixtures: a real PostgreSQL for the whole session, a fresh database for each test.
+
+The server is the project's embedded one (started from the pip wheel), unless
+``STLDATA_TEST_DATABASE_URL`` points at another server to use instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+from stldata.api.app import create_app
+from stldata.catalog import Catalog
+from stldata.ingest.ingester import Ingester, IngestSummary
+from stldata.log.embedded import EmbeddedProducer
+from stldata.runtime import Runtime
+from stldata.settings import PROJECT_ROOT, Settings
+from stldata.store.database import Database
+from stldata.store.migrate import upgrade
+
+ROOT = PROJECT_ROOT
+CRIME_SAMPLES = ROOT / "data" / "slmpd-crime"
+CSB_SAMPLES = ROOT / "data" / "csb-311"
+
+
+@pytest.fixture(autouse=True)
+def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests build their own settings; a developer's STLDATA_* must not leak in."""
+    for name in list(os.environ):
+        if name.startswith("STLDATA_") and name != "STLDATA_TEST_DATABASE_URL":
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """URL of the maintenance database of the test server."""
+    external = os.environ.get("STLDATA_TEST_DATABASE_URL")
+    if external:
+        return external
+    home = tmp_path_factory.mktemp("pg")
+    database = Database.from_settings(Settings(home=home))
+    parts = urlsplit(database.url)
+    return urlunsplit((parts.scheme, parts.netloc, "/postgres", parts.query, ""))
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, ""))
+
+
+def _fresh_database(server_url: str) -> Iterator[str]:
+    name = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield _with_database(server_url, name)
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def make_settings(database_url: str, home: Path) -> Settings:
+    return Settings(home=home, database_url=database_url, batch_size=2000,
+                    poll_interval=0.05)
+
+
+def _runtime(settings: Settings) -> Runtime:
+    database = Database.from_settings(settings)
+    upgrade(database)
+    return Runtime(settings, Catalog.load(settings.catalog_dir), database)
+
+
+@pytest.fixture
+def database_url(server_url: str) -> Iterator[str]:
+    yield from _fresh_database(server_url)
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return make_settings(database_url, tmp_path / "home")
+
+
+@pytest.fixture
+def runtime(settings: Settings) -> Runtime:
+    """An empty, migrated database of its own for a test that writes."""
+    return _runtime(settings)
+
+
+def ingest(runtime: Runtime, dataset_id: str, source: str | Path | None = None
+           ) -> IngestSummary:
+    producer = EmbeddedProducer(runtime.database,
+                                default_partitions=runtime.settings.topic_partitions)
+    try:
+        ingester = Ingester(runtime.settings, runtime.database, producer)
+        return ingester.ingest(runtime.catalog.get(dataset_id),
+                               str(source) if source else None)
+    finally:
+        producer.close()
+
+
+def project(runtime: Runtime) -> None:
+    projector = runtime.projector()
+    try:
+        projector.run(until_idle=True)
+    finally:
+        projector.close()
+
+
+@pytest.fixture(scope="session")
+def loaded(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
+    """Both bundled datasets ingested and projected, shared by read-only tests."""
+    for url in _fresh_database(server_url):
+        runtime = _runtime(make_settings(url, tmp_path_factory.mktemp("home")))
+        ingest(runtime, "slmpd-crime")
+        ingest(runtime, "csb-311")
+        project(runtime)
+        yield runtime
+
+
+@pytest.fixture(scope="session")
+def client(loaded: Runtime):  # type: ignore[no-untyped-def]
+    app = create_app(loaded)
+    app.config["TESTING"] = True
+    return app.test_client()
+
+
+def read_raw_csv(path: Path) -> tuple[list[str], list[list[str]]]:
+    """Read a publisher's CSV the plain way, independently of the ingester: strip a BOM,
+    decode as cp1252 (falling back per line to UTF-8 is not needed for these files)."""
+    data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    rows = list(csv.reader(data.decode("cp1252").splitlines()))
+    return rows[0], [r for r in rows[1:] if r]
+
+
+def query(runtime: Runtime, sql: str, params: tuple[object, ...] = ()) -> list[tuple]:  # type: ignore[type-arg]
+    with runtime.database.connect() as conn:
+        return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
