@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -38,15 +38,22 @@ class Producer(Protocol):
     def close(self) -> None: ...
 
 
+#: Given newly assigned partitions, return the next offset to read from each.
+OnAssign = Callable[[list[TopicPartition]], dict[TopicPartition, int]]
+#: Called with partitions taken away (rebalance), before others may read them.
+OnRevoke = Callable[[list[TopicPartition]], None]
+
+
 class Consumer(Protocol):
-    """Reads topics from positions the caller owns.
+    """Reads topics as a member of a consumer group, from positions the caller owns.
 
     The projector stores offsets in PostgreSQL with the rows they produced, so consumers
-    never commit offsets themselves: the caller seeks on start and after a rebalance.
+    never commit offsets themselves: ``on_assign`` tells them where to start each
+    partition, on start and after every rebalance.
     """
 
-    def assign(self, positions: dict[TopicPartition, int]) -> None:
-        """Read these partitions, each starting at the given next offset."""
+    def subscribe(self, topics: list[str], on_assign: OnAssign, on_revoke: OnRevoke) -> None:
+        """Join the group for these topics; partitions arrive through ``on_assign``."""
 
     def partitions(self, topic: str) -> list[TopicPartition]: ...
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import orjson
 import psycopg
 
-from stldata.log.base import Message, TopicPartition
+from stldata.log.base import Message, OnAssign, OnRevoke, TopicPartition
 from stldata.store.database import Database
 
 log = logging.getLogger(__name__)
@@ -88,9 +88,15 @@ class EmbeddedProducer:
 
 
 class EmbeddedConsumer:
+    """A group of one: the embedded log has a single consumer per group, which owns
+    every partition of its topics. New partitions are picked up on each poll."""
+
     def __init__(self, database: Database) -> None:
         self._conn = database.connect(autocommit=True)
         self._positions: dict[TopicPartition, int] = {}
+        self._topics: list[str] = []
+        self._on_assign: OnAssign | None = None
+        self._checked = 0.0
 
     def partitions(self, topic: str) -> list[TopicPartition]:
         rows = self._conn.execute(
@@ -98,12 +104,25 @@ class EmbeddedConsumer:
             (topic,)).fetchall()
         return [TopicPartition(topic, int(r[0])) for r in rows]  # type: ignore[call-overload]
 
-    def assign(self, positions: dict[TopicPartition, int]) -> None:
-        self._positions = dict(positions)
+    def subscribe(self, topics: list[str], on_assign: OnAssign, on_revoke: OnRevoke) -> None:
+        self._topics = list(topics)
+        self._on_assign = on_assign
+        self._positions = {}
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Assign partitions created since the last look (a topic made by a new ingest)."""
+        self._checked = time.monotonic()
+        current = [tp for t in self._topics for tp in self.partitions(t)]
+        new = [tp for tp in current if tp not in self._positions]
+        if new and self._on_assign:
+            self._positions.update(self._on_assign(new))
 
     def poll(self, max_messages: int, timeout: float) -> Sequence[Message]:
         deadline = time.monotonic() + timeout
         while True:
+            if time.monotonic() - self._checked > 1.0:
+                self._refresh()
             messages = self._fetch(max_messages)
             if messages or time.monotonic() >= deadline:
                 return messages

@@ -8,7 +8,7 @@ commit event and every record it counts have arrived.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import orjson
@@ -21,9 +21,8 @@ class Event:
     name: ClassVar[str] = ""
 
     def to_bytes(self) -> bytes:
-        body = asdict(self)
-        body["event"] = self.name
-        return orjson.dumps(body)
+        # A shallow dict: dataclasses.asdict deep-copies every value and costs 10x more.
+        return orjson.dumps({"event": self.name, **self.__dict__})
 
 
 @dataclass(frozen=True)

@@ -42,16 +42,19 @@ def apply_snapshot(conn: Conn, dataset: Dataset, event: SnapshotCommitted) -> Ap
     counts = ApplyCounts()
 
     # Compare each staged record with the current version of its key.
+    # Parse each staged payload once: as jsonb for values, as json for the source row
+    # (json keeps the file's column order; every -> on json text re-parses it).
     conn.execute(sql.SQL("""
         CREATE TEMP TABLE apply_batch ON COMMIT DROP AS
-        SELECT s.key, s.payload, c._hash AS old_hash, c._key IS NOT NULL AS existed
+        SELECT s.key, s.payload::jsonb AS payload, s.payload -> 'source' AS source,
+               c._hash AS old_hash, c._key IS NOT NULL AS existed
         FROM staged_records s LEFT JOIN {} c ON c._key = s.key
         WHERE s.snapshot_id = %(sid)s""").format(table), params)
     conn.execute("ALTER TABLE apply_batch ADD PRIMARY KEY (key)")
     conn.execute("ANALYZE apply_batch")
     conn.execute("""
         CREATE TEMP TABLE apply_written ON COMMIT DROP AS
-        SELECT key, payload, existed FROM apply_batch
+        SELECT key, payload, source, existed FROM apply_batch
         WHERE NOT existed OR old_hash IS DISTINCT FROM payload ->> 'hash'""")
     counts.added = _count(conn, sql.SQL("SELECT count(*) FROM apply_written WHERE NOT existed"),
                           params)
@@ -68,7 +71,7 @@ def apply_snapshot(conn: Conn, dataset: Dataset, event: SnapshotCommitted) -> Ap
     conn.execute("""
         INSERT INTO record_versions
             (dataset_id, key, hash, values, source, partition, line, valid_from)
-        SELECT %(ds)s, key, payload ->> 'hash', (payload -> 'values')::jsonb, payload -> 'source',
+        SELECT %(ds)s, key, payload ->> 'hash', payload -> 'values', source,
                payload ->> 'partition', (payload ->> 'line')::int, %(sid)s
         FROM apply_written""", params)
 
@@ -76,7 +79,7 @@ def apply_snapshot(conn: Conn, dataset: Dataset, event: SnapshotCommitted) -> Ap
     conn.execute(sql.SQL("""
         INSERT INTO {table} (_key, _snapshot_id, _partition, _line, _hash, _source, {cols})
         SELECT key, %(sid)s, payload ->> 'partition', (payload ->> 'line')::int,
-               payload ->> 'hash', payload -> 'source', {typed}
+               payload ->> 'hash', source, {typed}
         FROM apply_written
         ON CONFLICT (_key) DO UPDATE SET
             _snapshot_id = excluded._snapshot_id, _partition = excluded._partition,
@@ -116,8 +119,8 @@ def apply_snapshot(conn: Conn, dataset: Dataset, event: SnapshotCommitted) -> Ap
              reason)
         SELECT %(ds)s, %(sid)s, b.payload ->> 'partition', (b.payload ->> 'line')::int, b.key,
                i ->> 'column', i ->> 'raw', i ->> 'reason'
-        FROM apply_batch b, json_array_elements(b.payload -> 'issues') i
-        WHERE json_array_length(b.payload -> 'issues') > 0""", params)
+        FROM apply_batch b, jsonb_array_elements(b.payload -> 'issues') i
+        WHERE jsonb_array_length(b.payload -> 'issues') > 0""", params)
 
     conn.execute(sql.SQL("""
         UPDATE snapshots SET status = 'committed', committed_at = now(),

@@ -83,14 +83,16 @@ class Projector:
         with self.conn.transaction():
             for dataset in self.catalog:
                 ensure_table(self.conn, dataset)
-        self._assign()
+        self.data.subscribe(list(self._topics), self._positions, lambda _: None)
+        self.control.subscribe([CONTROL_TOPIC], self._positions, self._control_revoked)
 
-    def _assign(self) -> None:
-        data_partitions = [tp for topic in self._topics for tp in self.data.partitions(topic)]
-        control_partitions = self.control.partitions(CONTROL_TOPIC)
+    def _positions(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """Where to resume each newly assigned partition: the offsets stored with the rows."""
         with self.conn.transaction():
-            self.data.assign(load_offsets(self.conn, self.group_id, data_partitions))
-            self.control.assign(load_offsets(self.conn, self.group_id, control_partitions))
+            return load_offsets(self.conn, self.group_id, partitions)
+
+    def _control_revoked(self, partitions: list[TopicPartition]) -> None:
+        # Buffered control events now belong to another member; it re-reads them.
         self._pending = []
 
     def run(self, *, until_idle: bool = False, stop: threading.Event | None = None) -> None:
@@ -107,8 +109,6 @@ class Projector:
             if until_idle and idle_rounds >= 2 and self.lag() == 0 and not self._pending:
                 log.info("projector caught up; exiting (--until-idle)")
                 return
-            if idle_rounds % 10 == 0:
-                self._assign()  # pick up topics created since start
             time.sleep(self.poll_interval)
 
     def step(self) -> bool:
