@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from conftest import CRIME_SAMPLES, query, read_raw_csv
 
 MONTHS = sorted(CRIME_SAMPLES.iterdir())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -225,7 +226,7 @@ def load_dataset(path: Path) -> Dataset:
         geometry = Geometry(
             x=g["x"], y=g["y"], crs=g["crs"],
             longitude=g.get("longitude", "longitude"), latitude=g.get("latitude", "latitude"),
-            bounds=tuple(g.get("bounds", Geometry.bounds)),  # type: ignore[arg-type]
+            bounds=tuple(g.get("bounds", Geometry.bounds)),
         )
         for col in (geometry.x, geometry.y):
             if col not in names:
@@ -280,5 +281,5 @@ class Catalog:
                 f"unknown dataset {dataset_id!r}; the catalog has: {known}"
             ) from None
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Dataset]:
         return iter(self.datasets.values())

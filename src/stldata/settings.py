@@ -34,6 +34,16 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = Field(
         None, description="Kafka bootstrap servers; unset uses the embedded log in PostgreSQL."
     )
+    kafka_topic_prefix: str = Field(
+        "", description="Prefix of every Kafka topic and consumer group (a namespace on a "
+        "shared cluster)."
+    )
+    kafka_replication_factor: int = Field(
+        1, ge=1, description="Replicas of each Kafka topic the log creates (3 in production)."
+    )
+    kafka_flush_timeout: float = Field(
+        120.0, gt=0, description="Seconds a Kafka flush waits for every message before failing."
+    )
     topic_partitions: int = Field(
         3, ge=1, description="Partitions of each dataset topic when the log creates it."
     )

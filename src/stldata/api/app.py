@@ -132,7 +132,7 @@ def create_app(runtime: Runtime) -> APIFlask:
             if params:
                 extra["invalid_params"] = params
                 detail = "; ".join(f"parameter {p['name']!r}: {p['reason']}" for p in params)
-        return _problem(error.status_code, error.message or "Error", detail, extra)
+        return _problem(error.status_code, error.message or "Error", detail or "", extra)
 
     @app.errorhandler(ApiProblem)
     def api_problem(error: ApiProblem) -> Response:
@@ -230,6 +230,8 @@ def create_app(runtime: Runtime) -> APIFlask:
     def get_record(dataset_id: str, key: str) -> Any:
         dataset = model.dataset(dataset_id)
         table = dataset_table(dataset, model.metadata)
+        if "\x00" in key:
+            raise NotFound(f"dataset {dataset.id!r} has no record with that key")
         with model.engine.connect() as conn:
             row = conn.execute(sa.select(table).where(table.c._key == key)).mappings().first()
         if row is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -54,6 +54,8 @@ def dataset_table(dataset: Dataset, metadata: sa.MetaData) -> sa.Table:
 
 def parse_value(dataset: Dataset, column: str, type_: str, text: str, param: str) -> Any:
     """Turn a query-string value into a value of the column's type, or a 400."""
+    if "\x00" in text:
+        raise BadParameter(param, "contains a NUL character, which no stored value has")
     try:
         if type_ == "integer":
             value = int(text)
@@ -187,7 +189,7 @@ def _equal(col: sa.ColumnElement[Any], value: Any) -> sa.ColumnElement[bool]:
 
 
 def build_select(table: sa.Table, query: RecordQuery,
-                 columns: list[sa.ColumnElement[Any]]) -> sa.Select[Any]:
+                 columns: Sequence[sa.ColumnElement[Any]]) -> sa.Select[Any]:
     stmt = sa.select(*columns).where(*query.filters)
 
     keys = [(table.c[name], desc) for name, desc in query.order] + [(table.c._key, False)]

@@ -133,7 +133,7 @@ class Ingester:
         with self.database.connect(autocommit=True) as conn:
             row = conn.execute("SELECT nextval('snapshot_ids')").fetchone()
         assert row is not None
-        return int(row[0])  # type: ignore[call-overload]
+        return int(row[0])
 
     def _publish(self, dataset: Dataset, origin: str, files: list[SourceFile],
                  summary: IngestSummary, progress: Callable[[int], Progress] | None) -> None:
@@ -149,10 +149,11 @@ class Ingester:
                  dataset.id, snapshot_id, origin, len(files))
 
         tick = progress(sum(f.size for f in files)) if progress else None
+        builder = RecordBuilder(dataset)
         messages = 0
         try:
             for file in files:
-                stats = self._publish_file(dataset, snapshot_id, file, tick)
+                stats = self._publish_file(dataset, snapshot_id, file, builder, tick)
                 summary.files.append(stats)
                 summary.rows_read += stats.rows_read
                 summary.published += stats.published
@@ -173,10 +174,9 @@ class Ingester:
             [s.as_dict() for s in summary.files]))
 
     def _publish_file(self, dataset: Dataset, snapshot_id: int, file: SourceFile,
-                      tick: Progress | None) -> FileStats:
+                      builder: RecordBuilder, tick: Progress | None) -> FileStats:
         stats = FileStats(file.partition, file.sha256)
-        builder = RecordBuilder(dataset)
-        builder.start_file()
+        builder.start_file(file.partition)
         batch: list[Record] = []
         with file.path.open("rb") as stream:
             header, rows = read_rows(stream, dataset, file.partition)

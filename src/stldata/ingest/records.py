@@ -59,12 +59,14 @@ class RecordBuilder:
             Transformer.from_crs(dataset.geometry.crs, "EPSG:4326", always_xy=True)
             if dataset.geometry else None
         )
-        self._seen: dict[str, int] = {}
+        self._file = ""
         self._repeats: dict[str, int] = {}
+        self._earlier: dict[str, list[str]] = {}
 
-    def start_file(self) -> None:
-        """Duplicate keys are numbered (or superseded) within one source file."""
-        self._seen = {}
+    def start_file(self, name: str) -> None:
+        """Repeats are numbered within one file, so a month's keys never depend on which
+        other files share its snapshot; superseded rows are tracked across the snapshot."""
+        self._file = name
         self._repeats = {}
 
     def build(self, header: HeaderMap, line: int, cells: list[str]) -> Record:
@@ -132,18 +134,19 @@ class RecordBuilder:
     def _key(self, record: Record) -> str:
         parts = [record.values.get(k) for k in self.dataset.key]
         key = "|".join("" if p is None else str(p) for p in parts)
-        seen = self._seen.get(key)
-        if seen is None:
-            self._seen[key] = record.line
-            return key
+
         if self.dataset.duplicate_keys == "last":
-            record.issues.append(Issue(
-                None, key, f"duplicate key; this row (line {record.line}) supersedes "
-                           f"the row on line {seen}"))
-            self._seen[key] = record.line
+            # The newest row of a key wins; it carries a note for every row it replaces,
+            # since the notes on the rows it replaces are discarded with them.
+            here = f"{self._file} line {record.line}"
+            earlier = self._earlier.setdefault(key, [])
+            for place in earlier:
+                record.issues.append(Issue(None, key, f"duplicate key: the row at {place} "
+                                                      f"is superseded by the row at {here}"))
+            earlier.append(here)
             return key
 
         # Legitimate repeats (one row per victim) are numbered in file order.
-        n = self._repeats.get(key, 1) + 1
+        n = self._repeats.get(key, 0) + 1
         self._repeats[key] = n
-        return f"{key}#{n}"
+        return key if n == 1 else f"{key}#{n}"

@@ -73,7 +73,7 @@ class EmbeddedProducer:
                     "WHERE topic = %s AND partition = %s RETURNING next_offset",
                     (len(messages), topic, partition)).fetchone()
                 assert row is not None, f"partition {topic}/{partition} vanished"
-                first = int(row[0]) - len(messages)  # type: ignore[call-overload]
+                first = int(row[0]) - len(messages)
                 with self._conn.cursor().copy(
                     'COPY log_messages (topic, partition, "offset", key, value, headers) '
                     "FROM STDIN"
@@ -102,7 +102,7 @@ class EmbeddedConsumer:
         rows = self._conn.execute(
             "SELECT partition FROM log_partitions WHERE topic = %s ORDER BY partition",
             (topic,)).fetchall()
-        return [TopicPartition(topic, int(r[0])) for r in rows]  # type: ignore[call-overload]
+        return [TopicPartition(topic, int(r[0])) for r in rows]
 
     def subscribe(self, topics: list[str], on_assign: OnAssign, on_revoke: OnRevoke) -> None:
         self._topics = list(topics)
@@ -158,7 +158,7 @@ class EmbeddedConsumer:
             row = self._conn.execute(
                 "SELECT next_offset FROM log_partitions WHERE topic = %s AND partition = %s",
                 (tp.topic, tp.partition)).fetchone()
-            out[tp] = int(row[0]) if row else 0  # type: ignore[call-overload]
+            out[tp] = int(row[0]) if row else 0
         return out
 
     def close(self) -> None:

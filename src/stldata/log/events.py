@@ -89,7 +89,8 @@ class RowRejected(Event):
 
 
 _EVENTS: dict[str, type[Event]] = {
-    cls.name: cls for cls in (SnapshotStarted, SnapshotCommitted, SnapshotAborted, RecordPut, RowRejected)
+    cls.name: cls
+    for cls in (SnapshotStarted, SnapshotCommitted, SnapshotAborted, RecordPut, RowRejected)
 }
 
 

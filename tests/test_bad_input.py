@@ -1,0 +1,138 @@
+"""Bad input gets a clear error or a quarantine entry, and never loses stored data."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import CRIME_SAMPLES, ingest, project, query
+from stldata.runtime import Runtime
+
+GOOD = "january2017.csv"
+
+
+def run_cli(runtime: Runtime, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "STLDATA_DATABASE_URL": runtime.database.url,
+           "STLDATA_HOME": str(runtime.settings.home), "STLDATA_LOG_LEVEL": "WARNING"}
+    return subprocess.run([sys.executable, "-m", "stldata.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def stored(runtime: Runtime) -> Runtime:
+    ingest(runtime, "slmpd-crime", CRIME_SAMPLES / GOOD)
+    project(runtime)
+    return runtime
+
+
+def state(runtime: Runtime) -> tuple[object, ...]:
+    return query(runtime, "SELECT count(*), sum(count), max(_snapshot_id), "
+                          "(SELECT count(*) FROM record_versions) FROM ds_slmpd_crime")[0]
+
+
+def header_line() -> bytes:
+    return (CRIME_SAMPLES / GOOD).read_bytes().split(b"\r\n", 1)[0].lstrip(b"\xef\xbb\xbf")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "file is empty"),
+        (None, "header but no data rows"),
+        (b"PK\x03\x04\x14\x00\x00\x00\x08\x00garbage\xff\xfe", "binary content"),
+        (b"\x89\xb3\xfa\x10\xe2,\xcc\x81\n\x9a\xbb,\x01\x02\n", "unknown column set"),
+        (b"Name,Age,Town\r\nAnn,34,Ferguson\r\n", "unknown column set"),
+    ],
+    ids=["empty", "header-only", "binary", "binary-without-nul", "unknown-columns"],
+)
+def test_unusable_files_fail_clearly_and_keep_stored_data(
+        stored: Runtime, tmp_path: Path, content: bytes | None, message: str) -> None:
+    before = state(stored)
+    bad = tmp_path / "february2017.csv"
+    bad.write_bytes(header_line() + b"\r\n" if content is None else content)
+
+    result = run_cli(stored, "ingest", "slmpd-crime", "--source", str(bad))
+    project(stored)
+
+    assert result.returncode == 1, result.stderr
+    assert message in result.stderr and "february2017.csv" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert state(stored) == before
+
+
+def test_missing_source_is_named(stored: Runtime, tmp_path: Path) -> None:
+    result = run_cli(stored, "ingest", "slmpd-crime", "--source", str(tmp_path / "nope.csv"))
+    assert result.returncode == 1
+    assert "nope.csv: no such file or folder" in result.stderr
+
+
+def test_unknown_dataset_is_named(stored: Runtime) -> None:
+    result = run_cli(stored, "ingest", "no-such-dataset")
+    assert result.returncode == 1
+    assert "unknown dataset 'no-such-dataset'" in result.stderr
+
+
+def test_one_bad_file_in_a_folder_publishes_nothing(stored: Runtime, tmp_path: Path) -> None:
+    before = state(stored)
+    folder = tmp_path / "months"
+    folder.mkdir()
+    shutil.copy(CRIME_SAMPLES / "may2017.csv", folder / "may2017.csv")
+    (folder / "june2017.csv").write_bytes(b"")
+
+    result = run_cli(stored, "ingest", "slmpd-crime", "--source", str(folder))
+    project(stored)
+
+    assert result.returncode == 1 and "june2017.csv: file is empty" in result.stderr
+    assert state(stored) == before
+    assert query(stored, "SELECT count(*) FROM snapshots")[0][0] == 1
+
+
+def test_truncated_last_line_is_quarantined_and_the_rest_loads(stored: Runtime,
+                                                               tmp_path: Path) -> None:
+    data = (CRIME_SAMPLES / "may2017.csv").read_bytes().rstrip(b"\r\n")
+    cut = data[: data.rindex(b"\r\n") + 40]  # the last row stops after 40 bytes
+    path = tmp_path / "may2017.csv"
+    path.write_bytes(cut)
+
+    result = run_cli(stored, "ingest", "slmpd-crime", "--source", str(path))
+    project(stored)
+
+    assert result.returncode == 0, result.stderr
+    assert "1 quarantined" in result.stdout
+    rows = query(stored, "SELECT count(*) FROM ds_slmpd_crime WHERE _partition = %s",
+                 ("may2017.csv",))[0][0]
+    assert rows == 4548 - 1
+    entry = query(stored, "SELECT source_file, line, reason, raw_value FROM quarantine "
+                          "WHERE snapshot_id = 2")
+    assert len(entry) == 1
+    assert entry[0][0] == "may2017.csv" and entry[0][1] == 4549
+    assert "fields but the header has 26" in entry[0][2] and entry[0][3]
+
+
+def test_a_failure_midway_aborts_the_snapshot(stored: Runtime, tmp_path: Path) -> None:
+    """Good rows first, garbage later: the partial snapshot never reaches the read model."""
+    before = state(stored)
+    path = tmp_path / "may2017.csv"
+    path.write_bytes((CRIME_SAMPLES / "may2017.csv").read_bytes() + b"\x00\x00garbage\r\n")
+
+    result = run_cli(stored, "ingest", "slmpd-crime", "--source", str(path))
+    project(stored)
+
+    assert result.returncode == 1 and "binary content" in result.stderr
+    assert state(stored) == before
+    status = query(stored, "SELECT status, reason FROM snapshots WHERE id = 2")[0]
+    assert status[0] == "aborted" and "binary content" in status[1]
+    assert query(stored, "SELECT count(*) FROM staged_records")[0][0] == 0
+    assert query(stored, "SELECT count(*) FROM quarantine WHERE snapshot_id = 2")[0][0] == 0
+
+    # Once fixed, the same file name loads: the failed run left nothing behind.
+    shutil.copy(CRIME_SAMPLES / "may2017.csv", path)
+    assert run_cli(stored, "ingest", "slmpd-crime", "--source", str(path)).returncode == 0
+    project(stored)
+    assert query(stored, "SELECT count(*) FROM ds_slmpd_crime WHERE _partition = %s",
+                 ("may2017.csv",))[0][0] == 4548
