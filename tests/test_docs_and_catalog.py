@@ -1,0 +1,50 @@
+"""Every setting is documented; every catalog file is valid; bad catalogs are named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from stldata.catalog import Catalog, CatalogError, load_dataset
+from stldata.settings import Settings
+
+
+def test_every_setting_is_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = [n for n in Settings.model_fields if f"`STLDATA_{n.upper()}`" not in readme]
+    assert not missing
+
+
+def test_bundled_catalog_loads_and_its_samples_exist() -> None:
+    catalog = Catalog.load(ROOT / "catalog")
+    assert {d.id for d in catalog} == {"slmpd-crime", "csb-311"}
+    for dataset in catalog:
+        assert dataset.source.url.startswith("https://")
+        for pattern in dataset.source.samples:
+            assert list(ROOT.glob(pattern)), pattern
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("id = 'x'", "missing required key 'title'"),
+        ("id = 'Bad Id'\ntitle='t'\nkey=['a']\nsource={url=''}\ncolumns=[{name='a'}]",
+         "must be lower-case"),
+        ("id = 'x'\ntitle='t'\nkey=['b']\nsource={url=''}\ncolumns=[{name='a'}]",
+         "key names unknown columns ['b']"),
+        ("id = 'x'\ntitle='t'\nkey=['a']\nsource={url=''}\ncolumns=[{name='a', type='money'}]",
+         "type 'money' is not one of"),
+        ("id = 'x'\ntitle='t'\nkey=['a']\nsource={url=''}\ncolumns=[{name='A-b'}]",
+         "lower_snake_case"),
+        ("id = [", "not valid TOML"),
+    ],
+)
+def test_bad_catalog_files_are_named_with_their_problem(tmp_path: Path, text: str,
+                                                        problem: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(CatalogError) as raised:
+        load_dataset(path)
+    assert problem in str(raised.value) and "bad.toml" in str(raised.value)
