@@ -120,6 +120,26 @@ def project(until_idle: bool) -> None:
         projector.close()
 
 
+def _serve_until_stopped(app: Any, host: str, port: int) -> None:
+    """Serve on a threaded WSGI server until SIGINT or SIGTERM."""
+    from werkzeug.serving import make_server
+
+    server = make_server(host, port, app, threaded=True)
+
+    def stop_serving(signum: int, _frame: object) -> None:
+        # shutdown() waits for serve_forever() in this very thread, so call it from another.
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    # Installed explicitly: a shell that starts us in the background ignores SIGINT.
+    signal.signal(signal.SIGINT, stop_serving)
+    signal.signal(signal.SIGTERM, stop_serving)
+    click.echo(f"STL Data API on http://{host}:{port}/ (Swagger UI at "
+               f"http://{host}:{port}/docs); Ctrl-C stops")
+    sys.stdout.flush()
+    server.serve_forever()
+
+
 @main.command()
 @click.option("--port", type=int, help="Port (default STLDATA_API_PORT, 5001).")
 @click.option("--host", help="Address (default STLDATA_API_HOST, 127.0.0.1).")
@@ -128,13 +148,8 @@ def serve(port: int | None, host: str | None) -> None:
     from stldata.api.app import create_app
 
     rt = _runtime()
-    app = create_app(rt)
-    host = host or rt.settings.api_host
-    port = port or rt.settings.api_port
-    click.echo(f"STL Data API on http://{host}:{port}/ (Swagger UI at /docs)")
-    from werkzeug.serving import run_simple
-
-    run_simple(host, port, app, threaded=True)
+    _serve_until_stopped(create_app(rt), host or rt.settings.api_host,
+                         port or rt.settings.api_port)
 
 
 @main.command()
@@ -146,8 +161,6 @@ def up(port: int | None, no_ingest: bool) -> None:
     The projector keeps running beside the API, so later ingests show up. Ctrl-C stops
     everything, the embedded PostgreSQL included.
     """
-    from werkzeug.serving import make_server
-
     from stldata.api.app import create_app
     from stldata.ingest.ingester import Ingester
 
@@ -168,16 +181,9 @@ def up(port: int | None, no_ingest: bool) -> None:
                                   name="projector", daemon=True)
     background.start()
 
-    host, port = rt.settings.api_host, port or rt.settings.api_port
-    server = make_server(host, port, create_app(rt), threaded=True)
-    signal.signal(signal.SIGTERM, lambda *_: server.shutdown())
-    click.echo(f"STL Data API on http://{host}:{port}/ (Swagger UI at "
-               f"http://{host}:{port}/docs); Ctrl-C stops", err=False)
-    sys.stdout.flush()
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        _serve_until_stopped(create_app(rt), rt.settings.api_host,
+                             port or rt.settings.api_port)
     finally:
         stop.set()
         background.join(timeout=10)

