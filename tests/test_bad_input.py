@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CRIME_SAMPLES, ingest, project, query
 from stldata.runtime import Runtime
+
+from conftest import CRIME_SAMPLES, ingest, project, query
 
 GOOD = "january2017.csv"
 
@@ -127,7 +128,7 @@ def test_a_failure_midway_aborts_the_snapshot(stored: Runtime, tmp_path: Path) -
     assert state(stored) == before
     status = query(stored, "SELECT status, reason FROM snapshots WHERE id = 2")[0]
     assert status[0] == "aborted" and "binary content" in status[1]
-    assert query(stored, "SELECT count(*) FROM staged_records")[0][0] == 0
+    assert query(stored, "SELECT count(*) FROM stage_ds_slmpd_crime")[0][0] == 0
     assert query(stored, "SELECT count(*) FROM quarantine WHERE snapshot_id = 2")[0][0] == 0
 
     # Once fixed, the same file name loads: the failed run left nothing behind.

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
 
 from stldata.catalog import Catalog, CatalogError, load_dataset
 from stldata.settings import Settings
+
+from conftest import ROOT
 
 
 def test_every_setting_is_in_the_readme() -> None:

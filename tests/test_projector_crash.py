@@ -10,10 +10,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
-from conftest import _fresh_database, _runtime, ingest, make_settings, project, query
 from stldata.runtime import Runtime
+
+from conftest import _fresh_database, _runtime, ingest, make_settings, project, query
 
 FINGERPRINT = """
     SELECT count(*), md5(string_agg(_key || ':' || _hash || ':' || coalesce(count::text, '')
@@ -36,8 +38,11 @@ def start_projector(runtime: Runtime) -> subprocess.Popen[bytes]:
 def wait_for(runtime: Runtime, sql: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if query(runtime, sql)[0][0]:
-            return
+        try:
+            if query(runtime, sql)[0][0]:
+                return
+        except psycopg.errors.UndefinedTable:
+            pass  # the projector has not created its tables yet
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for: {sql}")
 
@@ -60,10 +65,10 @@ def test_sigkill_mid_stream_then_restart_equals_a_clean_run(
 
     # Killed while staging: some batches committed, the one in flight lost.
     first = start_projector(runtime)
-    wait_for(runtime, "SELECT count(*) > 2000 FROM staged_records")
+    wait_for(runtime, "SELECT count(*) > 2000 FROM stage_ds_slmpd_crime")
     first.send_signal(signal.SIGKILL)
     first.wait()
-    assert query(runtime, "SELECT count(*) FROM staged_records")[0][0] > 0
+    assert query(runtime, "SELECT count(*) FROM stage_ds_slmpd_crime")[0][0] > 0
 
     # Killed again later, while applying a snapshot or staging the next one.
     second = start_projector(runtime)
@@ -73,7 +78,7 @@ def test_sigkill_mid_stream_then_restart_equals_a_clean_run(
 
     project(runtime)
 
-    assert query(runtime, "SELECT count(*) FROM staged_records")[0][0] == 0
+    assert query(runtime, "SELECT count(*) FROM stage_ds_slmpd_crime")[0][0] == 0
     for sql in (FINGERPRINT, HISTORY, QUARANTINE, SNAPSHOTS):
         assert query(runtime, sql) == query(clean_runtime, sql), sql
     versions = query(runtime, HISTORY)[0]

@@ -7,8 +7,9 @@ import io
 import shutil
 from pathlib import Path
 
-from conftest import CRIME_SAMPLES, ingest, project, query
 from stldata.runtime import Runtime
+
+from conftest import CRIME_SAMPLES, ingest, project, query
 
 MONTH = "january2017.csv"
 

@@ -1,4 +1,4 @@
-"""Apply one committed snapshot from the staging table to the read model.
+"""Apply one committed snapshot from its staging table to the read model.
 
 Everything here runs in the caller's transaction, together with the consumer offset of
 the commit event: readers see the whole snapshot or none of it, and a replay after a
@@ -15,11 +15,10 @@ from psycopg import sql
 
 from stldata.catalog import Dataset
 from stldata.log.events import SnapshotCommitted
-from stldata.projection.tables import typed_select
+from stldata.projection.tables import stage_table_name
 from stldata.store.database import Conn
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -30,79 +29,82 @@ class ApplyCounts:
     deleted: int = 0
 
 
-def _count(conn: Conn, query: sql.SQL | sql.Composed, params: dict[str, object]) -> int:
-    row = conn.execute(query, params).fetchone()
+def _count(conn: Conn, query: str) -> int:
+    row = conn.execute(query).fetchone()
     return int(row[0]) if row else 0
+
+
+def discard_staged(conn: Conn, dataset: Dataset, snapshot_id: int) -> None:
+    conn.execute(sql.SQL("DELETE FROM {} WHERE _snapshot_id = %s").format(
+        sql.Identifier(stage_table_name(dataset))), (snapshot_id,))
+    conn.execute("DELETE FROM staged_counts WHERE snapshot_id = %s", (snapshot_id,))
 
 
 def apply_snapshot(conn: Conn, dataset: Dataset, event: SnapshotCommitted) -> ApplyCounts:
     table = sql.Identifier(dataset.table_name)
+    stage = sql.Identifier(stage_table_name(dataset))
     params: dict[str, object] = {"sid": event.snapshot_id, "ds": dataset.id}
     counts = ApplyCounts()
 
     # Compare each staged record with the current version of its key.
-    # Parse each staged payload once: as jsonb for values, as json for the source row
-    # (json keeps the file's column order; every -> on json text re-parses it).
     conn.execute(sql.SQL("""
         CREATE TEMP TABLE apply_batch ON COMMIT DROP AS
-        SELECT s.key, s.payload::jsonb AS payload, s.payload -> 'source' AS source,
-               c._hash AS old_hash, c._key IS NOT NULL AS existed
-        FROM staged_records s LEFT JOIN {} c ON c._key = s.key
-        WHERE s.snapshot_id = %(sid)s""").format(table), params)
-    conn.execute("ALTER TABLE apply_batch ADD PRIMARY KEY (key)")
-    conn.execute("ANALYZE apply_batch")
-    conn.execute("""
-        CREATE TEMP TABLE apply_written ON COMMIT DROP AS
-        SELECT key, payload, source, existed FROM apply_batch
-        WHERE NOT existed OR old_hash IS DISTINCT FROM payload ->> 'hash'""")
-    counts.added = _count(conn, sql.SQL("SELECT count(*) FROM apply_written WHERE NOT existed"),
-                          params)
-    counts.changed = _count(conn, sql.SQL("SELECT count(*) FROM apply_written WHERE existed"),
-                            params)
-    counts.unchanged = _count(conn, sql.SQL("SELECT count(*) FROM apply_batch"), params) - (
-        counts.added + counts.changed)
+        SELECT s._key AS key, c._key IS NOT NULL AS existed,
+               c._hash IS DISTINCT FROM s._hash AS differs
+        FROM {stage} s LEFT JOIN {table} c ON c._key = s._key
+        WHERE s._snapshot_id = %(sid)s""").format(stage=stage, table=table), params)
+    conn.execute("CREATE TEMP TABLE apply_written ON COMMIT DROP AS "
+                 "SELECT key, existed FROM apply_batch WHERE differs")
+    conn.execute("ALTER TABLE apply_written ADD PRIMARY KEY (key)")
+    conn.execute("ANALYZE apply_written")
+    counts.added = _count(conn, "SELECT count(*) FROM apply_written WHERE NOT existed")
+    counts.changed = _count(conn, "SELECT count(*) FROM apply_written WHERE existed")
+    counts.unchanged = _count(conn, "SELECT count(*) FROM apply_batch WHERE NOT differs")
 
     # History: close the open version (a live one, or a deletion marker) of each written key.
     conn.execute("""
         UPDATE record_versions v SET valid_to = %(sid)s
         FROM apply_written w
         WHERE v.dataset_id = %(ds)s AND v.key = w.key AND v.valid_to IS NULL""", params)
-    conn.execute("""
+    conn.execute(sql.SQL("""
         INSERT INTO record_versions
             (dataset_id, key, hash, values, source, partition, line, valid_from)
-        SELECT %(ds)s, key, payload ->> 'hash', payload -> 'values', source,
-               payload ->> 'partition', (payload ->> 'line')::int, %(sid)s
-        FROM apply_written""", params)
+        SELECT %(ds)s, s._key, s._hash, s._values, s._source, s._partition, s._line, %(sid)s
+        FROM {stage} s JOIN apply_written w ON w.key = s._key
+        WHERE s._snapshot_id = %(sid)s""").format(stage=stage), params)
 
-    columns = [sql.Identifier(n) for n in dataset.column_types()]
+    # New keys take a plain INSERT and changed ones an UPDATE: cheaper than ON CONFLICT's
+    # speculative insertion when a first load brings hundreds of thousands of rows.
+    names = [sql.Identifier(n) for n in dataset.column_types()]
     conn.execute(sql.SQL("""
         INSERT INTO {table} (_key, _snapshot_id, _partition, _line, _hash, _source, {cols})
-        SELECT key, %(sid)s, payload ->> 'partition', (payload ->> 'line')::int,
-               payload ->> 'hash', source, {typed}
-        FROM apply_written
-        ON CONFLICT (_key) DO UPDATE SET
-            _snapshot_id = excluded._snapshot_id, _partition = excluded._partition,
-            _line = excluded._line, _hash = excluded._hash, _source = excluded._source,
-            {updates}""").format(
-        table=table,
-        cols=sql.SQL(", ").join(columns),
-        typed=typed_select(dataset, sql.Identifier("payload")),
-        updates=sql.SQL(", ").join(sql.SQL("{} = excluded.{}").format(c, c) for c in columns),
-    ), params)
+        SELECT s._key, %(sid)s, s._partition, s._line, s._hash, s._source, {staged}
+        FROM {stage} s JOIN apply_written w ON w.key = s._key AND NOT w.existed
+        WHERE s._snapshot_id = %(sid)s""").format(
+        table=table, stage=stage, cols=sql.SQL(", ").join(names),
+        staged=sql.SQL(", ").join(sql.SQL("s.{}").format(n) for n in names)), params)
+    conn.execute(sql.SQL("""
+        UPDATE {table} c SET
+            _snapshot_id = %(sid)s, _partition = s._partition, _line = s._line,
+            _hash = s._hash, _source = s._source, {updates}
+        FROM {stage} s JOIN apply_written w ON w.key = s._key AND w.existed
+        WHERE s._snapshot_id = %(sid)s AND c._key = s._key""").format(
+        table=table, stage=stage,
+        updates=sql.SQL(", ").join(sql.SQL("{} = s.{}").format(n, n) for n in names)), params)
 
     # Deletions: a full snapshot replaces everything; an increment only its own files.
     scope = sql.SQL("")
-    if event_mode(conn, event.snapshot_id) == "increment":
+    if _mode(conn, event.snapshot_id) == "increment":
         scope = sql.SQL("AND c._partition IN (SELECT jsonb_array_elements_text(partitions) "
                         "FROM snapshots WHERE id = %(sid)s)")
     conn.execute(sql.SQL("""
         CREATE TEMP TABLE apply_deleted ON COMMIT DROP AS
         WITH gone AS (
-            DELETE FROM {} c
-            WHERE NOT EXISTS (SELECT 1 FROM apply_batch b WHERE b.key = c._key) {}
+            DELETE FROM {table} c
+            WHERE NOT EXISTS (SELECT 1 FROM apply_batch b WHERE b.key = c._key) {scope}
             RETURNING c._key)
-        SELECT _key AS key FROM gone""").format(table, scope), params)
-    counts.deleted = _count(conn, sql.SQL("SELECT count(*) FROM apply_deleted"), params)
+        SELECT _key AS key FROM gone""").format(table=table, scope=scope), params)
+    counts.deleted = _count(conn, "SELECT count(*) FROM apply_deleted")
     conn.execute("""
         UPDATE record_versions v SET valid_to = %(sid)s
         FROM apply_deleted d
@@ -112,14 +114,15 @@ def apply_snapshot(conn: Conn, dataset: Dataset, event: SnapshotCommitted) -> Ap
         SELECT %(ds)s, key, true, %(sid)s FROM apply_deleted""", params)
 
     # Cells that failed their type: kept with file, line, column, raw value and reason.
-    conn.execute("""
+    conn.execute(sql.SQL("""
         INSERT INTO quarantine
             (dataset_id, snapshot_id, source_file, line, record_key, column_name, raw_value,
              reason)
-        SELECT %(ds)s, %(sid)s, b.payload ->> 'partition', (b.payload ->> 'line')::int, b.key,
+        SELECT %(ds)s, %(sid)s, s._partition, s._line, s._key,
                i ->> 'column', i ->> 'raw', i ->> 'reason'
-        FROM apply_batch b, jsonb_array_elements(b.payload -> 'issues') i
-        WHERE jsonb_array_length(b.payload -> 'issues') > 0""", params)
+        FROM {stage} s, jsonb_array_elements(s._issues) i
+        WHERE s._snapshot_id = %(sid)s AND s._issues IS NOT NULL""").format(stage=stage),
+        params)
 
     conn.execute(sql.SQL("""
         UPDATE snapshots SET status = 'committed', committed_at = now(),
@@ -132,11 +135,10 @@ def apply_snapshot(conn: Conn, dataset: Dataset, event: SnapshotCommitted) -> Ap
         "quarantined": event.quarantined, "sha": event.sha256,
         "files": orjson.dumps(event.files).decode(), "added": counts.added,
         "changed": counts.changed, "deleted": counts.deleted, "unchanged": counts.unchanged})
-    conn.execute("DELETE FROM staged_records WHERE snapshot_id = %(sid)s", params)
-    conn.execute("DELETE FROM staged_counts WHERE snapshot_id = %(sid)s", params)
+    discard_staged(conn, dataset, event.snapshot_id)
     return counts
 
 
-def event_mode(conn: Conn, snapshot_id: int) -> str:
+def _mode(conn: Conn, snapshot_id: int) -> str:
     row = conn.execute("SELECT mode FROM snapshots WHERE id = %s", (snapshot_id,)).fetchone()
     return str(row[0]) if row else "full"

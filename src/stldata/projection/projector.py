@@ -29,7 +29,8 @@ from stldata.log.events import (
     SnapshotStarted,
     decode_event,
 )
-from stldata.projection.apply import apply_snapshot
+from stldata.projection.apply import apply_snapshot, discard_staged
+from stldata.projection.stage import group_by_dataset, stage_records
 from stldata.projection.tables import ensure_table
 from stldata.store.database import Conn, Database
 
@@ -118,7 +119,7 @@ class Projector:
         return bool(messages) or applied
 
     def _stage(self, messages: Sequence[Message]) -> None:
-        rows: list[tuple[int, str, int, bytes]] = []
+        records: list[tuple[int, RecordPut]] = []
         rejected: list[RowRejected] = []
         received: dict[int, int] = defaultdict(int)
         dead: list[tuple[Message, str]] = []
@@ -128,12 +129,14 @@ class Projector:
             except MalformedEvent as exc:
                 dead.append((m, str(exc)))
                 continue
-            if isinstance(event, RecordPut):
-                rows.append((event.snapshot_id, event.key, m.offset, m.value))
+            if isinstance(event, RecordPut) and event.dataset_id in self.catalog.datasets:
+                records.append((m.offset, event))
                 received[event.snapshot_id] += 1
             elif isinstance(event, RowRejected):
                 rejected.append(event)
                 received[event.snapshot_id] += 1
+            elif isinstance(event, RecordPut):
+                dead.append((m, f"dataset {event.dataset_id!r} is not in the catalog"))
             else:
                 dead.append((m, f"unexpected {event.name} event on a dataset topic"))
 
@@ -141,26 +144,8 @@ class Projector:
             self._dead_letter(message, reason)
 
         with self.conn.transaction():
-            if rows:
-                self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS incoming "
-                                  "(snapshot_id bigint, key text, position bigint, "
-                                  "payload json) ON COMMIT DELETE ROWS")
-                with self.conn.cursor().copy(
-                        "COPY incoming (snapshot_id, key, position, payload) FROM STDIN"
-                ) as copy:
-                    for sid, key, position, value in rows:
-                        copy.write_row((sid, key, position, value.decode()))
-                # The newest message of a key wins, as with a compacted topic.
-                self.conn.execute("""
-                    INSERT INTO staged_records (snapshot_id, key, position, payload)
-                    SELECT DISTINCT ON (snapshot_id, key) snapshot_id, key, position, payload
-                    FROM incoming i
-                    WHERE NOT EXISTS (SELECT 1 FROM snapshots s
-                                      WHERE s.id = i.snapshot_id AND s.status <> 'pending')
-                    ORDER BY snapshot_id, key, position DESC
-                    ON CONFLICT (snapshot_id, key) DO UPDATE
-                    SET payload = excluded.payload, position = excluded.position
-                    WHERE excluded.position > staged_records.position""")
+            for dataset_id, batch in group_by_dataset(records).items():
+                stage_records(self.conn, self.catalog.get(dataset_id), batch)
             for r in rejected:
                 self.conn.execute(
                     "INSERT INTO quarantine (dataset_id, snapshot_id, source_file, line, "
@@ -172,7 +157,7 @@ class Projector:
                     "ON CONFLICT (snapshot_id) DO UPDATE "
                     "SET received = staged_counts.received + excluded.received", (sid, n))
             save_offsets(self.conn, self.group_id, messages)
-        log.debug("staged %d records, %d rejected rows", len(rows), len(rejected))
+        log.debug("staged %d records, %d rejected rows", len(records), len(rejected))
 
     def _dead_letter(self, message: Message, reason: str) -> None:
         log.error("message %s/%d@%d cannot be applied (%s); sent to %s", message.topic,
@@ -223,7 +208,7 @@ class Projector:
                          counts.changed, counts.deleted, counts.unchanged)
             elif isinstance(event, SnapshotAborted):
                 sid = event.snapshot_id
-                self.conn.execute("DELETE FROM staged_records WHERE snapshot_id = %s", (sid,))
+                discard_staged(self.conn, self.catalog.get(event.dataset_id), sid)
                 self.conn.execute("DELETE FROM staged_counts WHERE snapshot_id = %s", (sid,))
                 self.conn.execute("DELETE FROM quarantine WHERE snapshot_id = %s", (sid,))
                 self.conn.execute("UPDATE snapshots SET status = 'aborted', reason = %s "

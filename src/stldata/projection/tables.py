@@ -30,9 +30,15 @@ SQL_TYPES = {
 SYSTEM_COLUMNS = ("_key", "_snapshot_id", "_partition", "_line", "_hash", "_source")
 
 
+def stage_table_name(dataset: Dataset) -> str:
+    return "stage_" + dataset.table_name
+
+
 def ensure_table(conn: Conn, dataset: Dataset) -> None:
-    """Create the dataset's table, or add columns the catalog gained since."""
+    """Create the dataset's table and its staging table, or add columns the catalog
+    gained since."""
     table = sql.Identifier(dataset.table_name)
+    stage = sql.Identifier(stage_table_name(dataset))
     conn.execute(sql.SQL("""
         CREATE TABLE IF NOT EXISTS {} (
             _key          text PRIMARY KEY,
@@ -43,9 +49,27 @@ def ensure_table(conn: Conn, dataset: Dataset) -> None:
             _source       json NOT NULL
         )""").format(table))
 
-    for name, type_ in dataset.column_types().items():
-        conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
-            table, sql.Identifier(name), sql.SQL(SQL_TYPES[type_])))
+    # Records of snapshots whose commit has not been applied yet, already typed, so that
+    # applying a snapshot is set-based SQL with no JSON parsing. The newest message of a
+    # key wins (position = log offset), as on a compacted topic.
+    conn.execute(sql.SQL("""
+        CREATE TABLE IF NOT EXISTS {} (
+            _snapshot_id  bigint NOT NULL,
+            _key          text NOT NULL,
+            _position     bigint NOT NULL,
+            _partition    text,
+            _line         integer,
+            _hash         text NOT NULL,
+            _source       json NOT NULL,
+            _values       jsonb NOT NULL,
+            _issues       jsonb,
+            PRIMARY KEY (_snapshot_id, _key)
+        )""").format(stage))
+
+    for target in (table, stage):
+        for name, type_ in dataset.column_types().items():
+            conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                target, sql.Identifier(name), sql.SQL(SQL_TYPES[type_])))
 
     indexed = [c.name for c in dataset.columns if c.index]
     for name in indexed:
@@ -54,12 +78,3 @@ def ensure_table(conn: Conn, dataset: Dataset) -> None:
             sql.Identifier(f"{dataset.table_name}__{name}"), table, sql.Identifier(name)))
     conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (_partition)").format(
         sql.Identifier(f"{dataset.table_name}___partition"), table))
-
-
-def typed_select(dataset: Dataset, payload: sql.Composable) -> sql.Composed:
-    """Expressions that cast a staged record's JSON values to the table's types."""
-    parts = []
-    for name, type_ in dataset.column_types().items():
-        parts.append(sql.SQL("({} -> 'values' ->> {})::{}").format(
-            payload, sql.Literal(name), sql.SQL(SQL_TYPES[type_])))
-    return sql.SQL(", ").join(parts)

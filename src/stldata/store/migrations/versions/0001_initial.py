@@ -72,16 +72,8 @@ def upgrade() -> None:
         )""")
     op.execute("CREATE INDEX quarantine_snapshot ON quarantine (snapshot_id)")
 
-    # Records of snapshots whose commit has not been applied yet.
-    op.execute("""
-        CREATE TABLE staged_records (
-            snapshot_id  bigint NOT NULL,
-            key          text NOT NULL,
-            position     bigint NOT NULL,
-            -- json, not jsonb: the source row keeps its column order and exact text.
-            payload      json NOT NULL,
-            PRIMARY KEY (snapshot_id, key)
-        )""")
+    # Messages staged per snapshot; each dataset's staged records live in its own
+    # typed staging table, created by the projection with the dataset's table.
     op.execute("""
         CREATE TABLE staged_counts (
             snapshot_id  bigint PRIMARY KEY,
@@ -134,7 +126,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     for table in ("source_files", "consumer_offsets", "log_messages", "log_partitions",
-                  "staged_counts", "staged_records", "quarantine", "record_versions",
+                  "staged_counts", "quarantine", "record_versions",
                   "snapshots"):
         op.execute(f"DROP TABLE IF EXISTS {table}")
     op.execute("DROP SEQUENCE IF EXISTS snapshot_ids")
