@@ -90,8 +90,14 @@ def resolve_source(dataset: Dataset, source: str | None, settings: Settings,
                    workdir: Path | None = None) -> tuple[str, list[SourceFile]]:
     """Return a description of the source and its files, each hashed."""
     if source and source.startswith(("http://", "https://")):
+        if workdir:
+            workdir.mkdir(parents=True, exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix="stldata-fetch-", dir=workdir))
-        paths = [_fetch(source, settings, folder)]
+        try:
+            paths = [_fetch(source, settings, folder)]
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         origin = source
     elif source:
         path = Path(source)

@@ -1,0 +1,54 @@
+"""Sources fetched over HTTP, from a server on 127.0.0.1 that serves the sample files."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import http.server
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from stldata.ingest.errors import FetchError
+from stldata.runtime import Runtime
+
+from conftest import CSB_SAMPLES, ingest, project, query
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
+                                directory=str(CSB_SAMPLES))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def test_ingest_from_a_url(runtime: Runtime, server: str) -> None:
+    summary = ingest(runtime, "csb-311", f"{server}/csb_2009.csv")
+    project(runtime)
+    with (CSB_SAMPLES / "csb_2009.csv").open(newline="") as raw:
+        ids = [row["REQUESTID"] for row in csv.DictReader(raw)]
+    assert summary.rows_read == len(ids) == 802
+    rows = query(runtime, "SELECT count(*), min(_partition), max(_partition) FROM ds_csb_311")
+    assert rows[0] == (len(set(ids)), "csb_2009.csv", "csb_2009.csv")
+    source = query(runtime, "SELECT source FROM snapshots")[0][0]
+    assert source == f"{server}/csb_2009.csv"
+
+    # The same bytes again: fetched, hashed, and found unchanged.
+    assert ingest(runtime, "csb-311", f"{server}/csb_2009.csv").snapshot_id is None
+
+
+def test_missing_url_is_a_clear_error(runtime: Runtime, server: str) -> None:
+    with pytest.raises(FetchError, match="HTTP 404"):
+        ingest(runtime, "csb-311", f"{server}/nope.csv")
+
+
+def test_unreachable_host_is_a_clear_error(runtime: Runtime) -> None:
+    # Port 9 on loopback: nothing listens, so the connection is refused at once.
+    with pytest.raises(FetchError, match="fetch failed after 3 attempts"):
+        ingest(runtime, "csb-311", "http://127.0.0.1:9/2019.csv")
