@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from datetime import date, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -102,6 +103,11 @@ class ReadModel:
             data, control = self._consumers
             with self.runtime.database.connect() as conn:
                 return log_lag(conn, data, control, [d.topic for d in self.runtime.catalog])
+
+
+# APIFlask registers a response schema that is also nested in another one twice, under
+# two names; the spec stays valid (both resolve), so the warning is only noise.
+warnings.filterwarnings("ignore", message=r".*DatasetOut'> has already been added to the spec")
 
 
 def create_app(runtime: Runtime) -> APIFlask:
