@@ -203,8 +203,10 @@ def load_dataset(path: Path) -> Dataset:
         samples=_tuple(src.get("samples"), "source.samples", path),
         file_pattern=str(src.get("file_pattern", "*.csv")),
     )
-    if source.format != "csv":
-        raise CatalogError(path, f"source.format {source.format!r} is not supported (csv)")
+    from stldata.ingest.formats import FORMATS
+
+    if source.format not in FORMATS:
+        raise CatalogError(path, f"source.format {source.format!r} is not one of {FORMATS}")
 
     columns = tuple(_column(c, path) for c in raw["columns"])
     names = [c.name for c in columns]

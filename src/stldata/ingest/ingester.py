@@ -18,7 +18,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stldata.catalog import Dataset
-from stldata.ingest.reader import BadRow, read_rows
+from stldata.ingest.errors import EmptySourceError
+from stldata.ingest.formats import parser_for
+from stldata.ingest.reader import BadRow, map_header
 from stldata.ingest.records import Record, RecordBuilder
 from stldata.ingest.sources import SourceFile, cleanup_fetch, resolve_source
 from stldata.log.base import Producer
@@ -122,12 +124,14 @@ class Ingester:
 
     def _check_header(self, dataset: Dataset, file: SourceFile) -> None:
         """Fail on an unusable file before any of the snapshot is published."""
-        with file.path.open("rb") as stream:
-            _, rows = read_rows(stream, dataset, file.partition)
-            if next(rows, None) is None:
-                from stldata.ingest.errors import EmptySourceError
-
-                raise EmptySourceError(file.partition, "file has a header but no data rows")
+        parse = parser_for(dataset.source.format)
+        found = False
+        for table in parse(file.path, file.partition, dataset.source):
+            where = f"{file.partition} {table.label}".strip()
+            map_header(dataset, table.header, where)
+            found = found or next(table.rows, None) is not None
+        if not found:
+            raise EmptySourceError(file.partition, "file has a header but no data rows")
 
     def _next_snapshot_id(self) -> int:
         with self.database.connect(autocommit=True) as conn:
@@ -178,14 +182,14 @@ class Ingester:
         stats = FileStats(file.partition, file.sha256)
         builder.start_file(file.partition)
         batch: list[Record] = []
-        with file.path.open("rb") as stream:
-            header, rows = read_rows(stream, dataset, file.partition)
-            stats.unmapped_columns = header.unmapped
-            if header.unmapped:
-                log.info("%s: %s has columns the catalog does not map (kept in the source "
-                         "JSON): %s", dataset.id, file.partition, ", ".join(header.unmapped))
-            position = 0
-            for row in rows:
+        reported = 0
+        for table in parser_for(dataset.source.format)(file.path, file.partition,
+                                                       dataset.source):
+            header = map_header(dataset, table.header,
+                                f"{file.partition} {table.label}".strip())
+            stats.unmapped_columns += [u for u in header.unmapped
+                                       if u not in stats.unmapped_columns]
+            for row in table.rows:
                 stats.rows_read += 1
                 if isinstance(row, BadRow):
                     stats.rejected += 1
@@ -198,11 +202,15 @@ class Ingester:
                     self._send_records(dataset, snapshot_id, file, builder, batch, stats)
                     batch = []
                     if tick:
-                        tick(stream.tell() - position)
-                        position = stream.tell()
-            self._send_records(dataset, snapshot_id, file, builder, batch, stats)
-            if tick:
-                tick(file.size - position)
+                        consumed = table.consumed()
+                        tick(max(0, consumed - reported))
+                        reported = max(reported, consumed)
+        self._send_records(dataset, snapshot_id, file, builder, batch, stats)
+        if tick:
+            tick(max(0, file.size - reported))
+        if stats.unmapped_columns:
+            log.info("%s: %s has columns the catalog does not map (kept in the source "
+                     "JSON): %s", dataset.id, file.partition, ", ".join(stats.unmapped_columns))
         self.producer.flush()
         if stats.rejected:
             log.warning("%s: %s: %d rows rejected to quarantine", dataset.id, file.partition,

@@ -1,25 +1,18 @@
-"""Read one CSV source file as rows keyed by canonical column name.
+"""Match a table's header to the catalog's columns, and the row types parsers yield.
 
-The header of each file is matched against the catalog's column names and aliases, so the
-three header variants of one publisher map to one schema. Cells keep their raw text here;
+The header of each table is matched against the catalog's column names and aliases, so
+the header variants of one publisher map to one schema. Cells keep their raw text here;
 cleaning happens in :mod:`stldata.ingest.records`.
 """
 
 from __future__ import annotations
 
-import csv
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 from stldata.catalog import Dataset
-from stldata.ingest.decode import text_lines
-from stldata.ingest.errors import EmptySourceError, SourceError, UnknownColumnsError
-
-# Quoted fields in some exports hold whole paragraphs.
-csv.field_size_limit(10 * 1024 * 1024)
+from stldata.ingest.errors import UnknownColumnsError
 
 _NOT_ALNUM = re.compile(r"[^0-9a-z]+")
 
@@ -69,54 +62,16 @@ def map_header(dataset: Dataset, header: list[str], source: str) -> HeaderMap:
 
 @dataclass
 class RawRow:
+    """One data row: its position in the source (line, or row of a sheet) and its cells."""
+
     line: int
     cells: list[str]
 
 
 @dataclass
 class BadRow:
+    """A row that cannot become a record; it is quarantined whole with its text."""
+
     line: int
     text: str
     reason: str
-
-
-def read_rows(
-    stream: BinaryIO, dataset: Dataset, source: str
-) -> tuple[HeaderMap, Iterator[RawRow | BadRow]]:
-    """Parse the header now (so a bad file fails before anything is published) and
-    return an iterator over the data rows."""
-    lines = text_lines(stream, source, dataset.source.encoding)
-    reader = csv.reader(lines, delimiter=dataset.source.delimiter)
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise EmptySourceError(source, "file is empty") from None
-    except csv.Error as exc:
-        raise SourceError(source, f"header line is not valid CSV: {exc}") from None
-    if not any(h.strip() for h in header):
-        raise EmptySourceError(source, "first line is blank; expected a header row")
-    header_map = map_header(dataset, header, source)
-    width = len(header)
-
-    def rows() -> Iterator[RawRow | BadRow]:
-        line = reader.line_num
-        while True:
-            start = line + 1
-            try:
-                cells = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                yield BadRow(start, "", f"not valid CSV: {exc}")
-                return
-            line = reader.line_num
-            if not cells or (len(cells) == 1 and not cells[0].strip()):
-                continue
-            if len(cells) != width:
-                yield BadRow(start, ",".join(cells),
-                             f"row has {len(cells)} fields but the header has {width}"
-                             + (" (truncated line?)" if len(cells) < width else ""))
-                continue
-            yield RawRow(start, cells)
-
-    return header_map, rows()

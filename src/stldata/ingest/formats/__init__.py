@@ -1,0 +1,44 @@
+"""Source formats: each parser turns one source file into tables of raw text cells.
+
+A parser yields :class:`Table` objects (a CSV file has one; a workbook may have one per
+sheet). The ingester maps each table's header to the catalog's columns and cleans the
+rows the same way whatever the format, so a new format is one module here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from stldata.catalog import Source
+from stldata.ingest.errors import SourceError
+from stldata.ingest.reader import BadRow, RawRow
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: Iterator[RawRow | BadRow]
+    #: Where in the file the table sits ("" for a whole-file table), for error messages.
+    label: str = ""
+    #: Bytes of the file consumed so far, for progress bars.
+    consumed: Callable[[], int] = lambda: 0
+
+
+#: A parser opens a file (named ``name`` in messages) with the catalog's source options.
+Parser = Callable[[Path, str, Source], Iterator[Table]]
+
+
+def parser_for(fmt: str) -> Parser:
+    from stldata.ingest.formats import csvfile
+
+    parsers: dict[str, Parser] = {"csv": csvfile.tables}
+    try:
+        return parsers[fmt]
+    except KeyError:
+        raise SourceError(fmt, f"no parser for format {fmt!r}; known: "
+                               f"{', '.join(sorted(parsers))}") from None
+
+
+FORMATS = ("csv",)
