@@ -77,6 +77,22 @@ class Source:
     samples: tuple[str, ...] = ()
     #: Which files of a folder belong to the dataset; matched case-insensitively.
     file_pattern: str = "*.csv"
+    #: Workbook sheets to read: names or glob patterns, matched case-insensitively.
+    sheets: tuple[str, ...] = ()
+    #: 1-based row of the header in a sheet or table; 0 finds it by the column aliases.
+    header_row: int = 0
+    #: Regular expressions; a row whose first non-empty cell matches one is not data
+    #: (a totals line, a page footer).
+    skip_rows: tuple[str, ...] = ()
+    #: Which table of an HTML page: a CSS selector, ``caption:TEXT`` or ``index:N``.
+    table: str = ""
+    #: Base URL that relative links of an HTML page are resolved against.
+    base_url: str = ""
+    #: PDF pages to read, 1-based: ``"9-10"``, ``"1,3"``; empty reads every page.
+    pages: str = ""
+    #: Every column name and alias of the dataset, so a parser can find a header row
+    #: below title rows; filled in by :func:`load_dataset`.
+    header_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -180,6 +196,43 @@ def _column(raw: dict[str, Any], path: Path) -> Column:
     )
 
 
+_PAGES = re.compile(r"^\s*\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*\s*$")
+
+
+def _source_layout(src: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The options of sheet, HTML and PDF sources, validated."""
+    header_row = src.get("header_row", 0)
+    if not isinstance(header_row, int) or isinstance(header_row, bool) or header_row < 0:
+        raise CatalogError(path, f"source.header_row {header_row!r} must be a row number "
+                                 "(1 is the first row) or 0 to find the header")
+    skip_rows = _tuple(src.get("skip_rows"), "source.skip_rows", path)
+    for pattern in skip_rows:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise CatalogError(path, f"source.skip_rows {pattern!r} is not a valid regular "
+                                     f"expression: {exc}") from None
+    table = src.get("table", "")
+    if not isinstance(table, str):
+        raise CatalogError(path, "source.table must be a CSS selector, 'caption:TEXT' or "
+                                 "'index:N'")
+    if table.startswith("index:") and not table[6:].strip().isdigit():
+        raise CatalogError(path, f"source.table {table!r}: index must be a table number "
+                                 "(0 is the first table)")
+    if table.startswith("caption:") and not table[8:].strip():
+        raise CatalogError(path, f"source.table {table!r}: caption text is empty")
+    base_url = str(src.get("base_url", ""))
+    if base_url and not base_url.startswith(("http://", "https://")):
+        raise CatalogError(path, f"source.base_url {base_url!r} must be an http(s) URL")
+    pages = str(src.get("pages", ""))
+    if pages and (not _PAGES.match(pages) or "0" in re.findall(r"\d+", pages)):
+        raise CatalogError(path, f"source.pages {pages!r} must be page numbers from 1, "
+                                 "like '9-10' or '1,3'")
+    return {"sheets": _tuple(src.get("sheets"), "source.sheets", path),
+            "header_row": header_row, "skip_rows": skip_rows, "table": table,
+            "base_url": base_url, "pages": pages}
+
+
 def load_dataset(path: Path) -> Dataset:
     """Read and validate one catalog file."""
     try:
@@ -194,6 +247,7 @@ def load_dataset(path: Path) -> Dataset:
         raise CatalogError(path, f"id {raw['id']!r} must be lower-case letters, digits and -")
 
     src = raw["source"]
+    columns = tuple(_column(c, path) for c in raw["columns"])
     source = Source(
         url=str(src.get("url", "")),
         format=str(src.get("format", "csv")),
@@ -202,13 +256,14 @@ def load_dataset(path: Path) -> Dataset:
         null_values=_tuple(src.get("null_values", [""]), "source.null_values", path),
         samples=_tuple(src.get("samples"), "source.samples", path),
         file_pattern=str(src.get("file_pattern", "*.csv")),
+        header_names=tuple(n for c in columns for n in (c.name, *c.aliases)),
+        **_source_layout(src, path),
     )
     from stldata.ingest.formats import FORMATS
 
     if source.format not in FORMATS:
         raise CatalogError(path, f"source.format {source.format!r} is not one of {FORMATS}")
 
-    columns = tuple(_column(c, path) for c in raw["columns"])
     names = [c.name for c in columns]
     if len(set(names)) != len(names):
         raise CatalogError(path, "column names repeat")

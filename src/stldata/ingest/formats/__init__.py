@@ -7,6 +7,7 @@ rows the same way whatever the format, so a new format is one module here.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,15 +31,18 @@ class Table:
 Parser = Callable[[Path, str, Source], Iterator[Table]]
 
 
-def parser_for(fmt: str) -> Parser:
-    from stldata.ingest.formats import csvfile
+#: The module of each format. Modules are imported on first use, so a CSV-only run never
+#: loads the Excel, HTML or PDF libraries.
+_MODULES = {"csv": "csvfile", "xlsx": "xlsx", "html": "html", "pdf": "pdf"}
 
-    parsers: dict[str, Parser] = {"csv": csvfile.tables}
+FORMATS = tuple(_MODULES)
+
+
+def parser_for(fmt: str) -> Parser:
     try:
-        return parsers[fmt]
+        module = _MODULES[fmt]
     except KeyError:
         raise SourceError(fmt, f"no parser for format {fmt!r}; known: "
-                               f"{', '.join(sorted(parsers))}") from None
-
-
-FORMATS = ("csv",)
+                               f"{', '.join(sorted(_MODULES))}") from None
+    parser: Parser = importlib.import_module(f"stldata.ingest.formats.{module}").tables
+    return parser
