@@ -189,3 +189,20 @@ def test_csb_statuses_and_local_times(client: Any) -> None:
     assert record["ward"] == 11 and record["neighborhood"] == 1
     closed = pages(client, "/api/v1/datasets/csb-311/records?status=cancelled&limit=1000")
     assert {r["status_raw"] for r in closed} == {"CANCEL", "Cancel"}
+
+
+def test_boolean_filters(client: Any, june: list[dict[str, Any]]) -> None:
+    raw = raw_june()
+    flagged = pages(client, f"{RECORDS}?coded_month=2018-06&flag_crime=true&limit=1000")
+    assert len(flagged) == sum(1 for r in raw if r["FlagCrime"].strip() == "Y")
+    not_flagged = pages(client, f"{RECORDS}?coded_month=2018-06&flag_crime__ne=true"
+                                "&limit=1000")
+    assert all(i["flag_crime"] is False for i in not_flagged)
+    response = client.get(f"{RECORDS}?flag_crime__gt=true")
+    assert response.status_code == 400
+    assert response.get_json()["invalid_params"][0]["name"] == "flag_crime__gt"
+
+
+@pytest.mark.parametrize("query", ["district__=5", "order=--date_occur"])
+def test_malformed_parameter_names_are_400(client: Any, query: str) -> None:
+    assert client.get(f"{RECORDS}?{query}").status_code == 400

@@ -17,9 +17,11 @@ from conftest import CRIME_SAMPLES, ingest, project, query
 GOOD = "january2017.csv"
 
 
-def run_cli(runtime: Runtime, *args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(runtime: Runtime, *args: str, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "STLDATA_DATABASE_URL": runtime.database.url,
-           "STLDATA_HOME": str(runtime.settings.home), "STLDATA_LOG_LEVEL": "WARNING"}
+           "STLDATA_HOME": str(runtime.settings.home), "STLDATA_LOG_LEVEL": "WARNING",
+           **(env or {})}
     return subprocess.run([sys.executable, "-m", "stldata.cli", *args], env=env,
                           capture_output=True, text=True, timeout=120)
 
@@ -137,3 +139,71 @@ def test_a_failure_midway_aborts_the_snapshot(stored: Runtime, tmp_path: Path) -
     project(stored)
     assert query(stored, "SELECT count(*) FROM ds_slmpd_crime WHERE _partition = %s",
                  ("may2017.csv",))[0][0] == 4548
+
+
+def test_a_broken_row_mid_file_loses_only_that_row(stored: Runtime, tmp_path: Path) -> None:
+    data = (CRIME_SAMPLES / "may2017.csv").read_bytes().split(b"\r\n")
+    # A bare carriage return inside an unquoted field of line 51 (a csv.Error).
+    data[50] = data[50].replace(b",", b",\r", 1)
+    path = tmp_path / "may2017.csv"
+    path.write_bytes(b"\r\n".join(data))
+
+    result = run_cli(stored, "ingest", "slmpd-crime", "--source", str(path))
+    project(stored)
+
+    assert result.returncode == 0, result.stderr
+    rows = query(stored, "SELECT count(*) FROM ds_slmpd_crime WHERE _partition = %s",
+                 ("may2017.csv",))[0][0]
+    assert rows == 4548 - 1
+    reasons = query(stored, "SELECT line, reason FROM quarantine WHERE snapshot_id = 2")
+    assert reasons == [(51, "not valid CSV: a bare carriage return (CR) inside an unquoted "
+                            "field")]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["ingest", "slmpd-crime", "--source", "http://127.0.0.1:abc/x.csv"], {},
+         "not a valid URL"),
+        (["ingest", "slmpd-crime", "--source", "ftp://127.0.0.1/x.csv"], {},
+         "ftp:// URLs are not supported"),
+        (["ingest", "slmpd-crime", "--source", ""], {}, "--source: is empty"),
+        (["datasets"], {"STLDATA_BATCH_SIZE": "0"}, "STLDATA_BATCH_SIZE"),
+        (["datasets"], {"STLDATA_LOG_LEVEL": "LOUD"}, "STLDATA_LOG_LEVEL"),
+        (["migrate"], {"STLDATA_DATABASE_URL": "postgresql://x@127.0.0.1:1/x"},
+         "cannot reach PostgreSQL"),
+    ],
+)
+def test_cli_errors_are_one_line(stored: Runtime, args: list[str], env: dict[str, str],
+                                 message: str) -> None:
+    result = run_cli(stored, *args, env=env)
+    assert result.returncode == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_ingest_killed_midway_is_aborted_by_the_next(stored: Runtime) -> None:
+    """A run left 'publishing' (its process died) is aborted and its staging freed."""
+    from stldata.log.embedded import EmbeddedProducer
+    from stldata.log.events import CONTROL_TOPIC, RecordPut, SnapshotStarted
+
+    producer = EmbeddedProducer(stored.database)
+    with stored.database.transaction() as conn:
+        conn.execute("INSERT INTO ingest_runs (snapshot_id, dataset_id, state, source) "
+                     "VALUES (nextval('snapshot_ids'), 'slmpd-crime', 'publishing', 'x')")
+    producer.send(CONTROL_TOPIC, SnapshotStarted(2, "slmpd-crime", "increment", ["x.csv"],
+                                                 "x", "2026-01-01T00:00:00+00:00").to_bytes())
+    producer.send("stldata.dataset.slmpd-crime", RecordPut(
+        2, "slmpd-crime", "k", "x.csv", 2, "h", {}, {"a": "b"}, []).to_bytes(), key=b"k")
+    producer.flush()
+    producer.close()
+    project(stored)
+    assert query(stored, "SELECT status FROM snapshots WHERE id = 2")[0][0] == "pending"
+
+    result = run_cli(stored, "ingest", "slmpd-crime", "--source",
+                     str(CRIME_SAMPLES / "may2017.csv"))
+    project(stored)
+
+    assert result.returncode == 0, result.stderr
+    assert query(stored, "SELECT status FROM snapshots WHERE id = 2")[0][0] == "aborted"
+    assert query(stored, "SELECT count(*) FROM stage_ds_slmpd_crime")[0][0] == 0
+    assert query(stored, "SELECT status FROM snapshots WHERE id = 3")[0][0] == "committed"

@@ -29,18 +29,42 @@ class _Group(click.Group):
     """Turn the project's own errors into one clear line and exit code 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        import psycopg
+        import sqlalchemy
+
         try:
             return super().invoke(ctx)
         except StlDataError as exc:
-            click.echo(f"error: {exc.message}", err=True)
-            sys.exit(1)
+            _fail(exc.message)
+        except (psycopg.OperationalError, sqlalchemy.exc.OperationalError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            _fail(f"cannot reach PostgreSQL ({reason}); check STLDATA_DATABASE_URL or "
+                  "STLDATA_HOME")
+        except OSError as exc:
+            _fail(f"{exc.strerror or exc}: {exc.filename or ''} (check STLDATA_HOME and the "
+                  "paths given)")
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
 
 
 @click.group(cls=_Group)
 @click.version_option(package_name="stldata")
 def main() -> None:
     """STL Data API: ingest St. Louis public data, project it, serve it."""
-    configure_logging(get_settings().log_level)
+    from pydantic import ValidationError
+
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"STLDATA_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors())
+        _fail(f"invalid setting: {problems}")
+        return
+    configure_logging(settings.log_level)
 
 
 @main.command()
@@ -141,7 +165,8 @@ def _serve_until_stopped(app: Any, host: str, port: int) -> None:
 
 
 @main.command()
-@click.option("--port", type=int, help="Port (default STLDATA_API_PORT, 5001).")
+@click.option("--port", type=click.IntRange(1, 65535),
+              help="Port (default STLDATA_API_PORT, 5001).")
 @click.option("--host", help="Address (default STLDATA_API_HOST, 127.0.0.1).")
 def serve(port: int | None, host: str | None) -> None:
     """Run the read API alone."""
@@ -153,7 +178,8 @@ def serve(port: int | None, host: str | None) -> None:
 
 
 @main.command()
-@click.option("--port", type=int, help="Port (default STLDATA_API_PORT, 5001).")
+@click.option("--port", type=click.IntRange(1, 65535),
+              help="Port (default STLDATA_API_PORT, 5001).")
 @click.option("--no-ingest", is_flag=True, help="Serve what is stored without ingesting.")
 def up(port: int | None, no_ingest: bool) -> None:
     """Run the whole main job: ingest the catalog, project it, serve the API.

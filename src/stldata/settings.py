@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The repository root when running from a checkout; the bundled catalog lives there.
@@ -48,8 +49,10 @@ class Settings(BaseSettings):
         3, ge=1, description="Partitions of each dataset topic when the log creates it."
     )
     api_host: str = Field("127.0.0.1", description="Address the read API listens on.")
-    api_port: int = Field(5001, description="Port the read API listens on.")
-    log_level: str = Field("INFO", description="Logging level: DEBUG, INFO, WARNING, ERROR.")
+    api_port: int = Field(5001, ge=1, le=65535, description="Port the read API listens on.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Logging level: DEBUG, INFO, WARNING, ERROR."
+    )
     batch_size: int = Field(
         5000, ge=1, description="Records per batch when publishing and projecting."
     )
@@ -60,6 +63,11 @@ class Settings(BaseSettings):
     max_source_bytes: int = Field(
         2_000_000_000, gt=0, description="Largest source file the ingester will fetch or read."
     )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @property
     def state_dir(self) -> Path:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping, Sequence
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -23,6 +24,10 @@ from stldata.api.problems import BadParameter
 from stldata.catalog import Dataset
 
 OPERATORS = ("eq", "gt", "gte", "lt", "lte", "ne", "in")
+COMPARISONS: dict[str, Callable[[Any, Any], sa.ColumnElement[bool]]] = {
+    "eq": operator.eq, "ne": operator.ne, "gt": operator.gt, "gte": operator.ge,
+    "lt": operator.lt, "lte": operator.le,
+}
 RESERVED = {"limit", "order", "cursor"}
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -108,7 +113,9 @@ def parse_query(dataset: Dataset, table: sa.Table, args: Mapping[str, list[str]]
             if len(values) > 1:
                 raise BadParameter(param, "given more than once")
             continue
-        column, _, op = param.partition("__")
+        column, sep, op = param.partition("__")
+        if sep and not op:
+            raise BadParameter(param, "ends with '__' but names no operator")
         op = op or "eq"
         if column not in types:
             raise BadParameter(param, f"unknown column {column!r}; columns are "
@@ -125,17 +132,17 @@ def parse_query(dataset: Dataset, table: sa.Table, args: Mapping[str, list[str]]
                 query.filters.append(col.in_(
                     [parse_value(dataset, column, types[column], t, param) for t in items]))
                 continue
+            if types[column] == "boolean" and op not in ("eq", "ne"):
+                raise BadParameter(param, f"operator {op!r} does not apply to the yes/no "
+                                          f"column {column!r}; use eq or ne")
             value = parse_value(dataset, column, types[column], text, param)
-            query.filters.append({
-                "eq": col == value, "ne": col != value, "gt": col > value,
-                "gte": col >= value, "lt": col < value, "lte": col <= value,
-            }[op])
+            query.filters.append(COMPARISONS[op](col, value))
 
     if "order" in args and args["order"][0].strip():
         for part in args["order"][0].split(","):
             name = part.strip()
             descending = name.startswith("-")
-            name = name.lstrip("-")
+            name = name[1:] if descending else name
             if name not in types:
                 raise BadParameter("order", f"unknown column {name!r}")
             if any(name == n for n, _ in query.order):

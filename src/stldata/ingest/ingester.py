@@ -87,6 +87,16 @@ class Ingester:
         started = time.monotonic()
         origin, files = resolve_source(dataset, source, self.settings,
                                        workdir=self.settings.state_dir)
+        # One ingest per dataset at a time, so that two runs of the same unchanged file
+        # make one snapshot and snapshots of a dataset are published in order.
+        with self.database.connect(autocommit=True) as lock:
+            lock.execute("SELECT pg_advisory_lock(hashtext(%s))", (f"ingest:{dataset.id}",))
+            self._abort_orphans(dataset)
+            return self._ingest_locked(dataset, origin, files, started, progress)
+
+    def _ingest_locked(self, dataset: Dataset, origin: str, files: list[SourceFile],
+                       started: float, progress: Callable[[int], Progress] | None
+                       ) -> IngestSummary:
         try:
             publish, skipped = self._changed_files(dataset, files)
             summary = IngestSummary(dataset.id, None, skipped_files=skipped)
@@ -97,7 +107,7 @@ class Ingester:
             for file in publish:
                 self._check_header(dataset, file)
 
-            summary.snapshot_id = self._next_snapshot_id()
+            summary.snapshot_id = self._start_run(dataset, origin)
             self._publish(dataset, origin, publish, summary, progress)
             self._remember(dataset, publish, summary.snapshot_id)
         finally:
@@ -133,11 +143,32 @@ class Ingester:
         if not found:
             raise EmptySourceError(file.partition, "file has a header but no data rows")
 
-    def _next_snapshot_id(self) -> int:
-        with self.database.connect(autocommit=True) as conn:
-            row = conn.execute("SELECT nextval('snapshot_ids')").fetchone()
+    def _start_run(self, dataset: Dataset, origin: str) -> int:
+        with self.database.transaction() as conn:
+            row = conn.execute(
+                "INSERT INTO ingest_runs (snapshot_id, dataset_id, state, source) "
+                "VALUES (nextval('snapshot_ids'), %s, 'publishing', %s) RETURNING snapshot_id",
+                (dataset.id, origin)).fetchone()
         assert row is not None
         return int(row[0])
+
+    def _end_run(self, snapshot_id: int, state: str) -> None:
+        with self.database.transaction() as conn:
+            conn.execute("UPDATE ingest_runs SET state = %s, ended_at = now() "
+                         "WHERE snapshot_id = %s", (state, snapshot_id))
+
+    def _abort_orphans(self, dataset: Dataset) -> None:
+        """Abort snapshots whose ingester died (SIGKILL, power loss) before its commit,
+        so the projector frees what it staged for them."""
+        with self.database.connect() as conn:
+            rows = conn.execute("SELECT snapshot_id FROM ingest_runs WHERE dataset_id = %s "
+                                "AND state = 'publishing'", (dataset.id,)).fetchall()
+        for (snapshot_id,) in rows:
+            log.warning("%s: snapshot %d was left unfinished by an ingest that stopped; "
+                        "aborting it", dataset.id, snapshot_id)
+            self._send_control(SnapshotAborted(
+                snapshot_id, dataset.id, "the ingest publishing it stopped before committing"))
+            self._end_run(snapshot_id, "aborted")
 
     def _publish(self, dataset: Dataset, origin: str, files: list[SourceFile],
                  summary: IngestSummary, progress: Callable[[int], Progress] | None) -> None:
@@ -167,7 +198,9 @@ class Ingester:
             log.error("%s: snapshot %d aborted: %s", dataset.id, snapshot_id, exc)
             try:
                 self._send_control(SnapshotAborted(snapshot_id, dataset.id, str(exc)[:2000]))
+                self._end_run(snapshot_id, "aborted")
             except Exception:
+                # The run stays 'publishing'; the next ingest of the dataset aborts it.
                 log.exception("could not publish the abort of snapshot %d", snapshot_id)
             raise
 
@@ -192,10 +225,8 @@ class Ingester:
             for row in table.rows:
                 stats.rows_read += 1
                 if isinstance(row, BadRow):
-                    stats.rejected += 1
-                    self.producer.send(dataset.topic, RowRejected(
-                        snapshot_id, dataset.id, file.partition, row.line, row.text[:10000],
-                        row.reason).to_bytes(), key=None)
+                    self._reject(dataset, snapshot_id, file, row.line, row.text, row.reason,
+                                 stats)
                     continue
                 batch.append(builder.build(header, row.line, row.cells))
                 if len(batch) >= self.settings.batch_size:
@@ -216,6 +247,13 @@ class Ingester:
             log.warning("%s: %s: %d rows rejected to quarantine", dataset.id, file.partition,
                         stats.rejected)
         return stats
+
+    def _reject(self, dataset: Dataset, snapshot_id: int, file: SourceFile, line: int,
+                text: str, reason: str, stats: FileStats) -> None:
+        """A row that cannot be a record goes to the quarantine whole, through the log."""
+        stats.rejected += 1
+        self.producer.send(dataset.topic, RowRejected(
+            snapshot_id, dataset.id, file.partition, line, text[:10000], reason).to_bytes())
 
     def _send_records(self, dataset: Dataset, snapshot_id: int, file: SourceFile,
                       builder: RecordBuilder, batch: list[Record], stats: FileStats) -> None:
@@ -239,6 +277,8 @@ class Ingester:
 
     def _remember(self, dataset: Dataset, files: list[SourceFile], snapshot_id: int) -> None:
         with self.database.transaction() as conn:
+            conn.execute("UPDATE ingest_runs SET state = 'committed', ended_at = now() "
+                         "WHERE snapshot_id = %s", (snapshot_id,))
             for file in files:
                 conn.execute(
                     "INSERT INTO source_files (dataset_id, partition, sha256, snapshot_id) "

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import http.client
 import logging
 import shutil
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +78,8 @@ def _fetch(url: str, settings: Settings, into: Path) -> Path:
         except urllib.error.HTTPError as exc:
             if exc.code < 500 or attempt == 3:
                 raise FetchError(url, f"HTTP {exc.code} {exc.reason}") from exc
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        except (urllib.error.URLError, TimeoutError, ConnectionError, ValueError,
+                http.client.HTTPException) as exc:
             if attempt == 3:
                 raise FetchError(url, f"fetch failed after {attempt} attempts: {exc}") from exc
         log.warning("fetch of %s failed (attempt %d of 3); retrying in %.0fs",
@@ -86,10 +89,27 @@ def _fetch(url: str, settings: Settings, into: Path) -> Path:
     raise FetchError(url, "fetch failed")
 
 
+def _check_url(url: str) -> None:
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError for a port that is not a number)
+    except ValueError as exc:
+        raise FetchError(url, f"not a valid URL: {exc}") from None
+    if not parts.hostname:
+        raise FetchError(url, "not a valid URL: no host")
+
+
 def resolve_source(dataset: Dataset, source: str | None, settings: Settings,
                    workdir: Path | None = None) -> tuple[str, list[SourceFile]]:
     """Return a description of the source and its files, each hashed."""
-    if source and source.startswith(("http://", "https://")):
+    if source is not None and not source.strip():
+        raise SourceError("--source", "is empty; leave it out to use the bundled samples")
+    scheme = source.split("://", 1)[0].casefold() if source and "://" in source else ""
+    if scheme and scheme not in ("http", "https"):
+        raise SourceError(source or "", f"{scheme}:// URLs are not supported; use http(s) "
+                                        "or a local path")
+    if source and scheme:
+        _check_url(source)
         if workdir:
             workdir.mkdir(parents=True, exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix="stldata-fetch-", dir=workdir))

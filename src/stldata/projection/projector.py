@@ -206,7 +206,7 @@ class Projector:
                 log.info("%s: snapshot %d applied: %d added, %d changed, %d deleted, "
                          "%d unchanged", dataset.id, event.snapshot_id, counts.added,
                          counts.changed, counts.deleted, counts.unchanged)
-            elif isinstance(event, SnapshotAborted):
+            elif isinstance(event, SnapshotAborted) and self._is_pending(event.snapshot_id):
                 sid = event.snapshot_id
                 discard_staged(self.conn, self.catalog.get(event.dataset_id), sid)
                 self.conn.execute("DELETE FROM staged_counts WHERE snapshot_id = %s", (sid,))
@@ -217,6 +217,12 @@ class Projector:
                             event.dataset_id, sid, event.reason)
             save_offsets(self.conn, self.group_id, [message])
         return True
+
+    def _is_pending(self, snapshot_id: int) -> bool:
+        """An abort only concerns a snapshot not yet committed (or never started here)."""
+        row = self.conn.execute("SELECT status FROM snapshots WHERE id = %s",
+                                (snapshot_id,)).fetchone()
+        return row is None or row[0] == "pending"
 
     def _ready(self, event: SnapshotCommitted) -> bool:
         row = self.conn.execute("SELECT received FROM staged_counts WHERE snapshot_id = %s",

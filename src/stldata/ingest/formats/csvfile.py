@@ -46,8 +46,10 @@ def _rows(reader: _csv.Reader, width: int) -> Iterator[RawRow | BadRow]:
         except StopIteration:
             return
         except csv.Error as exc:
-            yield BadRow(start, "", f"not valid CSV: {exc}")
-            return
+            # The reader starts afresh on the next line, so only this row is lost.
+            line = reader.line_num
+            yield BadRow(start, "", f"not valid CSV: {_plain(exc)}")
+            continue
         line = reader.line_num
         if not cells or (len(cells) == 1 and not cells[0].strip()):
             continue
@@ -57,3 +59,12 @@ def _rows(reader: _csv.Reader, width: int) -> Iterator[RawRow | BadRow]:
                          + (" (truncated line?)" if len(cells) < width else ""))
             continue
         yield RawRow(start, cells)
+
+
+def _plain(error: csv.Error) -> str:
+    text = str(error)
+    if "new-line character seen in unquoted field" in text:
+        return "a bare carriage return (CR) inside an unquoted field"
+    if "field larger than field limit" in text:
+        return f"a field longer than {csv.field_size_limit()} characters"
+    return text
