@@ -110,3 +110,32 @@ def test_duplicate_request_ids_keep_the_last_row_and_say_so(runtime: Runtime) ->
                                 "WHERE reason LIKE 'duplicate key%%'")[0][0]
     assert summary.rows_read == rows + superseded
     assert superseded > 80
+
+
+def test_a_record_held_by_two_files_survives_one_dropping_it(runtime: Runtime,
+                                                            tmp_path: Path) -> None:
+    """Request 1055020 is in both the January 2018 file and the mixed-years file."""
+    from conftest import CSB_SAMPLES
+
+    ingest(runtime, "csb-311")
+    project(runtime)
+    before = query(runtime, "SELECT count(*) FROM ds_csb_311")[0][0]
+
+    def without_request(name: str) -> Path:
+        lines = (CSB_SAMPLES / name).read_text().splitlines(keepends=True)
+        kept = [line for line in lines if "1055020" not in line]
+        assert len(kept) == len(lines) - 1
+        (tmp_path / name).write_text("".join(kept))
+        return tmp_path / name
+
+    ingest(runtime, "csb-311", without_request("csb_testdata_mixed_years.csv"))
+    project(runtime)
+    held = query(runtime, "SELECT _partition FROM ds_csb_311 WHERE request_id = 1055020")
+    assert held == [("csb_requests_2018-01.csv",)]
+    assert query(runtime, "SELECT count(*) FROM ds_csb_311")[0][0] == before
+
+    ingest(runtime, "csb-311", without_request("csb_requests_2018-01.csv"))
+    project(runtime)
+    assert query(runtime, "SELECT count(*) FROM ds_csb_311 WHERE request_id = 1055020"
+                 )[0][0] == 0
+    assert query(runtime, "SELECT count(*) FROM ds_csb_311")[0][0] == before - 1

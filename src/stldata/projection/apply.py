@@ -46,13 +46,24 @@ def apply_snapshot(conn: Conn, dataset: Dataset, event: SnapshotCommitted) -> Ap
     params: dict[str, object] = {"sid": event.snapshot_id, "ds": dataset.id}
     counts = ApplyCounts()
 
+    # A key staged from several files of the snapshot: the newest message wins.
+    conn.execute(sql.SQL("""
+        CREATE TEMP TABLE apply_stage ON COMMIT DROP AS
+        SELECT DISTINCT ON (_key) * FROM {stage}
+        WHERE _snapshot_id = %(sid)s ORDER BY _key, _position DESC""").format(stage=stage),
+        params)
+    conn.execute("ALTER TABLE apply_stage ADD PRIMARY KEY (_key)")
+    increment = _mode(conn, event.snapshot_id) == "increment"
+    if increment:
+        _replace_record_sources(conn, stage, params)
+
     # Compare each staged record with the current version of its key.
     conn.execute(sql.SQL("""
         CREATE TEMP TABLE apply_batch ON COMMIT DROP AS
         SELECT s._key AS key, c._key IS NOT NULL AS existed,
                c._hash IS DISTINCT FROM s._hash AS differs
-        FROM {stage} s LEFT JOIN {table} c ON c._key = s._key
-        WHERE s._snapshot_id = %(sid)s""").format(stage=stage, table=table), params)
+        FROM apply_stage s LEFT JOIN {table} c ON c._key = s._key""").format(table=table),
+        params)
     conn.execute("CREATE TEMP TABLE apply_written ON COMMIT DROP AS "
                  "SELECT key, existed FROM apply_batch WHERE differs")
     conn.execute("ALTER TABLE apply_written ADD PRIMARY KEY (key)")
@@ -70,8 +81,7 @@ def apply_snapshot(conn: Conn, dataset: Dataset, event: SnapshotCommitted) -> Ap
         INSERT INTO record_versions
             (dataset_id, key, hash, values, source, partition, line, valid_from)
         SELECT %(ds)s, s._key, s._hash, s._values, s._source, s._partition, s._line, %(sid)s
-        FROM {stage} s JOIN apply_written w ON w.key = s._key
-        WHERE s._snapshot_id = %(sid)s""").format(stage=stage), params)
+        FROM apply_stage s JOIN apply_written w ON w.key = s._key"""), params)
 
     # New keys take a plain INSERT and changed ones an UPDATE: cheaper than ON CONFLICT's
     # speculative insertion when a first load brings hundreds of thousands of rows.
@@ -79,24 +89,32 @@ def apply_snapshot(conn: Conn, dataset: Dataset, event: SnapshotCommitted) -> Ap
     conn.execute(sql.SQL("""
         INSERT INTO {table} (_key, _snapshot_id, _partition, _line, _hash, _source, {cols})
         SELECT s._key, %(sid)s, s._partition, s._line, s._hash, s._source, {staged}
-        FROM {stage} s JOIN apply_written w ON w.key = s._key AND NOT w.existed
-        WHERE s._snapshot_id = %(sid)s""").format(
-        table=table, stage=stage, cols=sql.SQL(", ").join(names),
+        FROM apply_stage s JOIN apply_written w ON w.key = s._key AND NOT w.existed""").format(
+        table=table, cols=sql.SQL(", ").join(names),
         staged=sql.SQL(", ").join(sql.SQL("s.{}").format(n) for n in names)), params)
     conn.execute(sql.SQL("""
         UPDATE {table} c SET
             _snapshot_id = %(sid)s, _partition = s._partition, _line = s._line,
             _hash = s._hash, _source = s._source, {updates}
-        FROM {stage} s JOIN apply_written w ON w.key = s._key AND w.existed
-        WHERE s._snapshot_id = %(sid)s AND c._key = s._key""").format(
-        table=table, stage=stage,
+        FROM apply_stage s JOIN apply_written w ON w.key = s._key AND w.existed
+        WHERE c._key = s._key""").format(
+        table=table,
         updates=sql.SQL(", ").join(sql.SQL("{} = s.{}").format(n, n) for n in names)), params)
 
-    # Deletions: a full snapshot replaces everything; an increment only its own files.
+    # Deletions: a full snapshot replaces everything. An increment replaces only its own
+    # files, and a record that another current file still holds moves to that file.
     scope = sql.SQL("")
-    if _mode(conn, event.snapshot_id) == "increment":
+    if increment:
         scope = sql.SQL("AND c._partition IN (SELECT jsonb_array_elements_text(partitions) "
                         "FROM snapshots WHERE id = %(sid)s)")
+        conn.execute(sql.SQL("""
+            UPDATE {table} c SET _partition = (
+                SELECT min(r.partition) FROM record_sources r
+                WHERE r.dataset_id = %(ds)s AND r.key = c._key)
+            WHERE NOT EXISTS (SELECT 1 FROM apply_batch b WHERE b.key = c._key) {scope}
+              AND EXISTS (SELECT 1 FROM record_sources r
+                          WHERE r.dataset_id = %(ds)s AND r.key = c._key)""").format(
+            table=table, scope=scope), params)
     conn.execute(sql.SQL("""
         CREATE TEMP TABLE apply_deleted ON COMMIT DROP AS
         WITH gone AS (
@@ -120,9 +138,8 @@ def apply_snapshot(conn: Conn, dataset: Dataset, event: SnapshotCommitted) -> Ap
              reason)
         SELECT %(ds)s, %(sid)s, s._partition, s._line, s._key,
                i ->> 'column', i ->> 'raw', i ->> 'reason'
-        FROM {stage} s, jsonb_array_elements(s._issues) i
-        WHERE s._snapshot_id = %(sid)s AND s._issues IS NOT NULL""").format(stage=stage),
-        params)
+        FROM apply_stage s, jsonb_array_elements(s._issues) i
+        WHERE s._issues IS NOT NULL"""), params)
 
     conn.execute(sql.SQL("""
         UPDATE snapshots SET status = 'committed', committed_at = now(),
@@ -137,6 +154,20 @@ def apply_snapshot(conn: Conn, dataset: Dataset, event: SnapshotCommitted) -> Ap
         "changed": counts.changed, "deleted": counts.deleted, "unchanged": counts.unchanged})
     discard_staged(conn, dataset, event.snapshot_id)
     return counts
+
+
+def _replace_record_sources(conn: Conn, stage: sql.Identifier,
+                            params: dict[str, object]) -> None:
+    """The files of this snapshot now hold exactly the keys staged from them."""
+    conn.execute("""
+        DELETE FROM record_sources
+        WHERE dataset_id = %(ds)s AND partition IN (
+            SELECT jsonb_array_elements_text(partitions) FROM snapshots WHERE id = %(sid)s)""",
+                 params)
+    conn.execute(sql.SQL("""
+        INSERT INTO record_sources (dataset_id, partition, key)
+        SELECT %(ds)s, _partition, _key FROM {stage} WHERE _snapshot_id = %(sid)s""").format(
+        stage=stage), params)
 
 
 def _mode(conn: Conn, snapshot_id: int) -> str:

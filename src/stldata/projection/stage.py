@@ -43,14 +43,14 @@ def stage_records(conn: Conn, dataset: Dataset,
 
     updates = sql.SQL(", ").join(
         sql.SQL("{} = excluded.{}").format(sql.Identifier(n), sql.Identifier(n))
-        for n in (*SYSTEM[2:], *names))
+        for n in (*SYSTEM[2:], *names) if n != "_partition")
     conn.execute(sql.SQL("""
         INSERT INTO {stage} ({columns})
-        SELECT DISTINCT ON (_snapshot_id, _key) {columns} FROM {incoming} i
+        SELECT DISTINCT ON (_snapshot_id, _key, _partition) {columns} FROM {incoming} i
         WHERE NOT EXISTS (SELECT 1 FROM snapshots s
                           WHERE s.id = i._snapshot_id AND s.status <> 'pending')
-        ORDER BY _snapshot_id, _key, _position DESC
-        ON CONFLICT (_snapshot_id, _key) DO UPDATE SET {updates}
+        ORDER BY _snapshot_id, _key, _partition, _position DESC
+        ON CONFLICT (_snapshot_id, _key, _partition) DO UPDATE SET {updates}
         WHERE excluded._position > {stage}._position""").format(
         stage=stage, columns=columns, incoming=incoming, updates=updates))
 

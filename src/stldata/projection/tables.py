@@ -50,20 +50,21 @@ def ensure_table(conn: Conn, dataset: Dataset) -> None:
         )""").format(table))
 
     # Records of snapshots whose commit has not been applied yet, already typed, so that
-    # applying a snapshot is set-based SQL with no JSON parsing. The newest message of a
-    # key wins (position = log offset), as on a compacted topic.
+    # applying a snapshot is set-based SQL with no JSON parsing. Within one file the newest
+    # message of a key wins (position = log offset), as on a compacted topic; across files
+    # the apply step picks the newest, and remembers every file that holds the key.
     conn.execute(sql.SQL("""
         CREATE TABLE IF NOT EXISTS {} (
             _snapshot_id  bigint NOT NULL,
             _key          text NOT NULL,
             _position     bigint NOT NULL,
-            _partition    text,
+            _partition    text NOT NULL,
             _line         integer,
             _hash         text NOT NULL,
             _source       json NOT NULL,
             _values       jsonb NOT NULL,
             _issues       jsonb,
-            PRIMARY KEY (_snapshot_id, _key)
+            PRIMARY KEY (_snapshot_id, _key, _partition)
         )""").format(stage))
 
     for target in (table, stage):
