@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import csv
 import os
+import subprocess
+import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -142,3 +146,123 @@ def read_raw_csv(path: Path) -> tuple[list[str], list[list[str]]]:
 def query(runtime: Runtime, sql: str, params: tuple[object, ...] = ()) -> list[tuple]:  # type: ignore[type-arg]
     with runtime.database.connect() as conn:
         return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+
+
+# --- Kafka: a real broker for tests/test_kafka*.py ----------------------------------------
+# Read at import, before the autouse fixture above clears STLDATA_* from the environment.
+KAFKA_BOOTSTRAP = os.environ.get("STLDATA_TEST_KAFKA_BOOTSTRAP", "")
+SKIP_KAFKA = os.environ.get("STLDATA_SKIP_KAFKA", "") == "1"
+#: Where scripts/test.sh keeps the shared broker; its jars spare a test's own broker a
+#: Maven run.
+SHARED_STLDATA_HOME = os.environ.get("STLDATA_HOME", str(ROOT / "var"))
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    """The test broker; without one the Kafka tests fail (or skip, if asked to)."""
+    if KAFKA_BOOTSTRAP:
+        return KAFKA_BOOTSTRAP
+    if SKIP_KAFKA:
+        pytest.skip("STLDATA_SKIP_KAFKA=1: Kafka tests skipped")
+    pytest.fail("the Kafka tests need a broker: run `make test`, or start one with "
+                "`scripts/kafka.sh start` and export STLDATA_TEST_KAFKA_BOOTSTRAP=<the "
+                "address it prints> (STLDATA_SKIP_KAFKA=1 skips these tests)", pytrace=False)
+
+
+@pytest.fixture
+def kafka_prefix() -> str:
+    """A namespace of topics and consumer groups of the test's own on the shared broker."""
+    return f"t{uuid.uuid4().hex[:10]}."
+
+
+def make_kafka_settings(database_url: str, home: Path, bootstrap: str, prefix: str,
+                        **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "home": home, "database_url": database_url, "batch_size": 2000,
+        "poll_interval": 0.05, "kafka_bootstrap": bootstrap, "kafka_topic_prefix": prefix,
+        **overrides}
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def kafka_runtime(server_url: str, tmp_path: Path, kafka_bootstrap: str,
+                  kafka_prefix: str) -> Iterator[Runtime]:
+    """A migrated database of its own (distinct from ``runtime``'s) on the Kafka log."""
+    for url in _fresh_database(server_url):
+        yield open_kafka_runtime(url, tmp_path / "home-kafka", kafka_bootstrap, kafka_prefix)
+
+
+def ingest_via(runtime: Runtime, dataset_id: str, source: str | Path | None = None
+               ) -> IngestSummary:
+    """Ingest through the runtime's own log backend (Kafka when its settings say so)."""
+    producer = runtime.producer()
+    try:
+        ingester = Ingester(runtime.settings, runtime.database, producer)
+        return ingester.ingest(runtime.catalog.get(dataset_id),
+                               str(source) if source else None)
+    finally:
+        producer.close()
+
+
+def open_kafka_runtime(database_url: str, home: Path, bootstrap: str, prefix: str = "",
+                       **overrides: object) -> Runtime:
+    """A migrated runtime on a given database and broker (a test's own broker, say)."""
+    return _runtime(make_kafka_settings(database_url, home, bootstrap, prefix, **overrides))
+
+
+def stldata_env(runtime: Runtime, home: Path, **extra: str) -> dict[str, str]:
+    """Environment for an ``stldata`` subprocess on the runtime's database and broker."""
+    s = runtime.settings
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STLDATA_")}
+    env.update(STLDATA_HOME=str(home), STLDATA_DATABASE_URL=runtime.database.url,
+               STLDATA_KAFKA_BOOTSTRAP=s.kafka_bootstrap or "",
+               STLDATA_KAFKA_TOPIC_PREFIX=s.kafka_topic_prefix, STLDATA_LOG_LEVEL="INFO",
+               PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+class Spawned:
+    """An ``stldata`` command running in the background, its output in a log file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.args, self.log = args, log
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "stldata.cli", *args],
+                                         env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def check_alive(self, waiting_for: str) -> None:
+        if not self.alive():
+            raise AssertionError(f"stldata {' '.join(self.args)} exited with "
+                                 f"{self.proc.returncode} while waiting for {waiting_for}:\n"
+                                 f"{self.text()[-4000:]}")
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.alive():
+            self.proc.kill()
+            self.proc.wait()
+
+
+T = TypeVar("T")
+
+
+def wait_for(what: str, check: Callable[[], T], timeout: float, *running: Spawned) -> T:
+    """Poll ``check`` until it returns something truthy; fail early if a process dies."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        for process in running:
+            process.check_alive(what)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)

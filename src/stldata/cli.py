@@ -132,16 +132,22 @@ def ingest(dataset_ids: tuple[str, ...], source: str | None, all_: bool) -> None
 @click.option("--until-idle", is_flag=True, help="Exit once the read model has caught up.")
 def project(until_idle: bool) -> None:
     """Consume the log and write the read model (runs until stopped)."""
+    from stldata.projection.projector import run_supervised
+
     rt = _runtime()
-    projector = rt.projector()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        projector.run(until_idle=until_idle, stop=stop)
+        if until_idle:
+            projector = rt.projector()
+            try:
+                projector.run(until_idle=True, stop=stop)
+            finally:
+                projector.close()
+        else:
+            run_supervised(rt.projector, stop=stop)
     except KeyboardInterrupt:
         pass
-    finally:
-        projector.close()
 
 
 def _serve_until_stopped(app: Any, host: str, port: int) -> None:
@@ -200,11 +206,16 @@ def up(port: int | None, no_ingest: bool) -> None:
         finally:
             producer.close()
 
+    from stldata.projection.projector import run_supervised
+
     projector = rt.projector()
     stop = threading.Event()
-    projector.run(until_idle=True)
-    background = threading.Thread(target=projector.run, kwargs={"stop": stop},
-                                  name="projector", daemon=True)
+    try:
+        projector.run(until_idle=True)
+    finally:
+        projector.close()
+    background = threading.Thread(target=run_supervised, args=(rt.projector,),
+                                  kwargs={"stop": stop}, name="projector", daemon=True)
     background.start()
 
     try:
@@ -213,7 +224,6 @@ def up(port: int | None, no_ingest: bool) -> None:
     finally:
         stop.set()
         background.join(timeout=10)
-        projector.close()
         click.echo("stopped", err=True)
 
 

@@ -17,7 +17,10 @@ def open_producer(settings: Settings, database: Database) -> Producer:
         from stldata.log.kafka import KafkaProducer
 
         return KafkaProducer(settings.kafka_bootstrap,
-                             default_partitions=settings.topic_partitions)
+                             default_partitions=settings.topic_partitions,
+                             topic_prefix=settings.kafka_topic_prefix,
+                             replication_factor=settings.kafka_replication_factor,
+                             flush_timeout=settings.kafka_flush_timeout)
     return EmbeddedProducer(database, default_partitions=settings.topic_partitions)
 
 
@@ -25,5 +28,6 @@ def open_consumer(settings: Settings, database: Database, group_id: str) -> Cons
     if settings.kafka_bootstrap:
         from stldata.log.kafka import KafkaConsumer
 
-        return KafkaConsumer(settings.kafka_bootstrap, group_id=group_id)
+        return KafkaConsumer(settings.kafka_bootstrap, group_id=group_id,
+                             topic_prefix=settings.kafka_topic_prefix)
     return EmbeddedConsumer(database)

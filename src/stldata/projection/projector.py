@@ -13,11 +13,13 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import orjson
+import psycopg
 
 from stldata.catalog import Catalog, Dataset
+from stldata.errors import TransientError
 from stldata.log.base import Consumer, Message, Producer, TopicPartition
 from stldata.log.events import (
     CONTROL_TOPIC,
@@ -49,17 +51,34 @@ def load_offsets(conn: Conn, group_id: str,
     return {tp: stored.get(tp, 0) for tp in partitions}
 
 
+class StaleOffsets(TransientError):
+    """Another member stored offsets past this batch: the partition moved on (a rebalance
+    while this process stalled). The transaction rolls back; a new projector resumes from
+    the stored offsets."""
+
+    def __init__(self, tp: TopicPartition, first: int) -> None:
+        super().__init__(f"{tp.topic}[{tp.partition}]: offsets from {first} were already "
+                         "stored by another member; this process lost the partition")
+
+
 def save_offsets(conn: Conn, group_id: str, messages: Sequence[Message]) -> None:
+    """Store the next offset of each partition, fenced: only if no message of the batch
+    was stored before, so a member that lost its partitions cannot apply a batch twice."""
+    first: dict[TopicPartition, int] = {}
     last: dict[TopicPartition, int] = {}
     for m in messages:
         tp = TopicPartition(m.topic, m.partition)
+        first[tp] = min(first.get(tp, m.offset), m.offset)
         last[tp] = max(last.get(tp, -1), m.offset)
     for tp, offset in last.items():
-        conn.execute(
+        row = conn.execute(
             "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) "
             "VALUES (%s, %s, %s, %s) ON CONFLICT (group_id, topic, partition) DO UPDATE "
-            "SET next_offset = excluded.next_offset, updated_at = now()",
-            (group_id, tp.topic, tp.partition, offset + 1))
+            "SET next_offset = excluded.next_offset, updated_at = now() "
+            "WHERE consumer_offsets.next_offset <= %s RETURNING 1",
+            (group_id, tp.topic, tp.partition, offset + 1, first[tp])).fetchone()
+        if row is None:
+            raise StaleOffsets(tp, first[tp])
 
 
 class Projector:
@@ -80,6 +99,9 @@ class Projector:
 
     def prepare(self) -> None:
         with self.conn.transaction():
+            # Replicas start together, and CREATE TABLE IF NOT EXISTS is not safe against
+            # itself: one at a time.
+            self.conn.execute("SELECT pg_advisory_xact_lock(hashtext('stldata.prepare'))")
             for dataset in self.catalog:
                 ensure_table(self.conn, dataset)
         self.data.subscribe(list(self._topics), self._positions, lambda _: None)
@@ -199,6 +221,13 @@ class Projector:
                     (event.snapshot_id, event.dataset_id, event.mode, event.source,
                      event.fetched_at, orjson.dumps(event.partitions).decode()))
             elif isinstance(event, SnapshotCommitted):
+                if not self._is_pending(event.snapshot_id):
+                    # Read again after a takeover: another member applied it meanwhile
+                    # (its staged counts are gone, so waiting for them would never end).
+                    log.info("%s: snapshot %d is already settled; commit event skipped",
+                             event.dataset_id, event.snapshot_id)
+                    save_offsets(self.conn, self.group_id, [message])
+                    return True
                 if not self._ready(event):
                     return False
                 dataset = self.catalog.get(event.dataset_id)
@@ -252,3 +281,27 @@ def log_lag(conn: Conn, data: Consumer, control: Consumer, topics: list[str],
     with conn.transaction():
         committed = load_offsets(conn, group_id, [*partitions, *control_parts])
     return sum(max(0, ends[tp] - committed[tp]) for tp in ends)
+
+
+def run_supervised(make: Callable[[], Projector], *, stop: threading.Event,
+                   max_backoff: float = 60.0) -> None:
+    """Run projectors until ``stop``, replacing one that fails on a transient error (the
+    broker or the database away, partitions lost to another member): the new one rejoins
+    the group and resumes from the offsets stored with the rows."""
+    backoff = 1.0
+    while not stop.is_set():
+        projector = None
+        started = time.monotonic()
+        try:
+            projector = make()
+            projector.run(stop=stop)
+            return
+        except (TransientError, psycopg.OperationalError) as exc:
+            if time.monotonic() - started > max_backoff:
+                backoff = 1.0  # it had been running fine: a new failure, not a streak
+            log.error("projector failed: %s; a new one starts in %.0fs", exc, backoff)
+        finally:
+            if projector is not None:
+                projector.close()
+        stop.wait(backoff)
+        backoff = min(backoff * 2, max_backoff)
