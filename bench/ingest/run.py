@@ -11,7 +11,9 @@ One run generates (or reuses) one scaled CSV and loads it three ways:
 
 Each load runs as a subprocess. Its wall time is measured around the process, its peak
 RSS comes from the kernel (``wait4``), and the busiest PostgreSQL backend is sampled with
-psutil while it runs, since COPY does its work in the server, not the client.
+psutil while it runs, since COPY does its work in the server, not the client. CPU time is
+counted for the client, the server and the whole machine, so a run slowed by other jobs on
+the machine says so.
 
 Usage: ``.venv/bin/python bench/ingest/run.py --rows 1000000`` (see README.md beside it).
 """
@@ -19,6 +21,8 @@ Usage: ``.venv/bin/python bench/ingest/run.py --rows 1000000`` (see README.md be
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import json
 import os
 import platform
@@ -26,6 +30,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -35,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from generate import PROJECT_ROOT, VARIANT_B_HEADER, generate  # noqa: E402
@@ -61,7 +67,27 @@ class Measurement:
     #: when the command does not use the server. It includes the shared buffers that
     #: backend touched, so it overstates the memory that backend alone costs.
     backend_peak_rss_mb: float | None
+    #: User plus system CPU time of the client process.
+    client_cpu_seconds: float
+    #: CPU time of the client backends the command opened (last sample of each).
+    backend_cpu_seconds: float | None
+    #: CPU time of the server's background processes (checkpointer, WAL writer,
+    #: autovacuum) during the step; they work for it, but not only for it.
+    server_aux_cpu_seconds: float | None
+    #: CPU time the whole machine spent busy during the step, every process counted.
+    machine_busy_cpu_seconds: float
+    #: Share of the machine's CPU capacity, during the step, used by everything but the
+    #: client and the server: other users' jobs and the kernel. A high share means the
+    #: wall times of this step were slowed by contention; CPU seconds are less affected.
+    other_cpu_share: float
+    loadavg_at_start: float
     log: str
+
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU time spent on this load: the client and the server's processes."""
+        return (self.client_cpu_seconds + (self.backend_cpu_seconds or 0.0)
+                + (self.server_aux_cpu_seconds or 0.0))
 
 
 @dataclass
@@ -91,10 +117,20 @@ class Result:
         seen = [s.backend_peak_rss_mb for s in self.steps if s.backend_peak_rss_mb is not None]
         return max(seen) if seen else None
 
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(s.cpu_seconds for s in self.steps)
+
+    @property
+    def other_cpu_share(self) -> float:
+        return sum(s.other_cpu_share * s.seconds for s in self.steps) / self.seconds
+
     def as_dict(self) -> dict[str, Any]:
         return {"system": self.system, "rows": self.rows, "verified_rows": self.verified_rows,
                 "seconds": round(self.seconds, 3),
                 "rows_per_second": round(self.rows_per_second, 1),
+                "cpu_seconds": round(self.cpu_seconds, 1),
+                "other_cpu_share": round(self.other_cpu_share, 3),
                 "client_peak_rss_mb": round(self.client_peak_rss_mb, 1),
                 "backend_peak_rss_mb": (None if self.backend_peak_rss_mb is None
                                         else round(self.backend_peak_rss_mb, 1)),
@@ -102,42 +138,77 @@ class Result:
 
 
 class BackendSampler(threading.Thread):
-    """Poll the RSS of the postmaster's client backends until stopped."""
+    """Poll the PostgreSQL server's processes until stopped.
+
+    Client backends opened during the step are the step's own: their peak RSS and CPU
+    time are kept. The server's other processes (checkpointer, WAL writer, autovacuum
+    workers) also work for the step; their CPU time is kept apart, as the growth since the
+    sampler started.
+    """
 
     def __init__(self, postmaster_pid: int, interval: float = 0.05) -> None:
         super().__init__(name="backend-sampler", daemon=True)
         self.postmaster = psutil.Process(postmaster_pid)
         self.interval = interval
         self.peak_bytes = 0
+        self.client_cpu: dict[int, float] = {}
+        self.aux_cpu: dict[int, float] = {}
+        # Processes already running count from what they had used by now.
+        self._baseline = {child.pid: _cpu_of(child) for child in self.postmaster.children()}
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            for child in self.postmaster.children():
-                try:
+            self.sample()
+            self._stop_event.wait(self.interval)
+        self.sample()
+
+    def sample(self) -> None:
+        for child in self.postmaster.children():
+            try:
+                with child.oneshot():
                     # Client backends name their connection in the title, e.g.
                     # "postgres: postgres stldata [local] COPY"; auxiliary ones do not.
-                    if "[local]" not in " ".join(child.cmdline()):
-                        continue
-                    self.peak_bytes = max(self.peak_bytes, child.memory_info().rss)
-                except psutil.Error:
-                    continue  # a backend that exited between listing and reading
-            self._stop_event.wait(self.interval)
+                    client = (child.pid not in self._baseline
+                              and "[local]" in " ".join(child.cmdline()))
+                    cpu = _cpu_of(child) - self._baseline.get(child.pid, 0.0)
+                    if client:
+                        self.peak_bytes = max(self.peak_bytes, child.memory_info().rss)
+                        self.client_cpu[child.pid] = cpu
+                    else:
+                        self.aux_cpu[child.pid] = cpu
+            except psutil.Error:
+                continue  # a process that exited between listing and reading
 
-    def stop(self) -> float:
+    def stop(self) -> tuple[float, float, float]:
+        """Stop polling; return the backends' peak RSS in MB, their CPU seconds and the
+        CPU seconds of the server's other processes."""
         self._stop_event.set()
         self.join()
-        return self.peak_bytes / MB
+        return (self.peak_bytes / MB, sum(self.client_cpu.values()),
+                sum(self.aux_cpu.values()))
+
+
+def _cpu_of(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def _busy_cpu_seconds() -> float:
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
 
 
 def run_measured(system: str, command: list[str], *, env: dict[str, str], log_path: Path,
                  timeout: float, postmaster_pid: int | None) -> Measurement:
-    """Run ``command`` to completion, timing it and recording its peak memory."""
+    """Run ``command`` to completion, timing it and recording its peak memory and CPU."""
     print(f"  {system}: {' '.join(command)}", file=sys.stderr, flush=True)
     sampler = BackendSampler(postmaster_pid) if postmaster_pid else None
+    load = os.getloadavg()[0]
     with log_path.open("wb") as log:
         if sampler:
             sampler.start()
+        busy_before = _busy_cpu_seconds()
         started = time.perf_counter()
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
                                    cwd=log_path.parent)
@@ -148,17 +219,31 @@ def run_measured(system: str, command: list[str], *, env: dict[str, str], log_pa
         # ru_maxrss is the exact peak RSS without polling.
         _, status, usage = os.wait4(process.pid, 0)
         seconds = time.perf_counter() - started
+        busy = _busy_cpu_seconds() - busy_before
         killer.cancel()
         process.returncode = os.waitstatus_to_exitcode(status)
-    backend = sampler.stop() if sampler else None
+    backend_rss, backend_cpu, aux_cpu = sampler.stop() if sampler else (None, None, None)
 
+    client_cpu = usage.ru_utime + usage.ru_stime
+    capacity = seconds * (os.cpu_count() or 1)
+    ours = client_cpu + (backend_cpu or 0.0) + (aux_cpu or 0.0)
+    other = max(0.0, busy - ours) / capacity
     measurement = Measurement(system, command, seconds, process.returncode,
-                              usage.ru_maxrss * 1024 / MB, backend, str(log_path))
+                              usage.ru_maxrss * 1024 / MB, backend_rss, client_cpu,
+                              backend_cpu, aux_cpu, busy, other, load, str(log_path))
     if process.returncode != 0:
         tail = log_path.read_text(errors="replace")[-3000:]
         raise SystemExit(f"{system} failed with exit code {process.returncode} "
                          f"after {seconds:.1f}s; log {log_path}:\n{tail}")
     return measurement
+
+
+def check_imports_from(code_src: Path, env: dict[str, str]) -> None:
+    """Fail early unless the steps will import stldata from the exported commit."""
+    found = subprocess.run([sys.executable, "-c", "import stldata; print(stldata.__file__)"],
+                           env=env, capture_output=True, text=True, check=True).stdout
+    if not Path(found.strip()).is_relative_to(code_src):
+        raise SystemExit(f"steps would import stldata from {found.strip()}, not {code_src}")
 
 
 def count_data_rows(path: Path) -> int:
@@ -183,7 +268,7 @@ class EmbeddedServer:
         from stldata.store.database import Database
 
         settings = Settings(home=home, database_url=None, kafka_bootstrap=None,
-                            _env_file=None)  # type: ignore[call-arg]
+                            _env_file=None)
         self.database = Database.from_settings(settings)
 
         # Imported only now: the project sets XDG_RUNTIME_DIR above, without which
@@ -232,15 +317,27 @@ def run_ours(server: EmbeddedServer, csv_path: Path, rows: int, *, env: dict[str
                      postmaster_pid=server.postmaster_pid),
     ]
     verified = int(server.scalar(f"SELECT count(*) FROM {TABLE}"))
-    notes = {
-        "snapshot": server.scalar(
-            "SELECT row_to_json(s)::text FROM (SELECT id, status, record_count, rows_read, "
-            "quarantined, added FROM snapshots ORDER BY id DESC LIMIT 1) s"),
-        "sizes_mb": {name: round(int(server.scalar(
-            f"SELECT pg_total_relation_size('{name}')")) / MB, 1)
-            for name in (TABLE, "log_messages", "record_versions", "staged_records")},
-    }
-    return Result("ours", rows, steps, verified, notes)
+    return Result("ours", rows, steps, verified, _store_notes(server))
+
+
+def _store_notes(server: EmbeddedServer) -> dict[str, Any]:
+    """What the load left in the database, for the report; never fails the run.
+
+    The schema belongs to src/, which changes under this benchmark, so the queries ask
+    the catalog tables for whatever exists rather than naming the project's tables.
+    """
+    try:
+        snapshot = server.scalar("SELECT row_to_json(s)::text FROM snapshots s "
+                                 "ORDER BY id DESC LIMIT 1")
+        sizes = server.scalar(
+            "SELECT json_object_agg(relname, round(bytes / 1048576.0, 1))::text FROM ("
+            "  SELECT relname, pg_total_relation_size(oid) AS bytes FROM pg_class"
+            "  WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace"
+            "  ORDER BY bytes DESC LIMIT 8) t")
+    except psycopg.Error as exc:
+        return {"error": str(exc)}
+    return {"snapshot": json.loads(snapshot) if snapshot else None,
+            "table_sizes_mb": json.loads(sizes) if sizes else {}}
 
 
 def run_copy(server: EmbeddedServer, csv_path: Path, rows: int, *, env: dict[str, str],
@@ -309,19 +406,45 @@ def machine(server: EmbeddedServer) -> dict[str, Any]:
             "sqlite": sqlite3.sqlite_version}
 
 
+def code_state() -> dict[str, Any]:
+    """Which code was measured: the commit, and a digest of uncommitted changes to it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True,
+                              text=True).stdout
+
+    paths = ["--", "src", "catalog"]
+    diff = git("diff", "HEAD", *paths) + git("ls-files", "--others", "--exclude-standard",
+                                               *paths)
+    return {"commit": git("rev-parse", "HEAD").strip(), "dirty": bool(diff.strip()),
+            "uncommitted_sha256": hashlib.sha256(diff.encode()).hexdigest()[:16]}
+
+
+def export_commit(revision: str, into: Path) -> dict[str, Any]:
+    """Unpack ``revision``'s src/ and catalog/ into ``into``, for a run on fixed code."""
+    archive = subprocess.run(["git", "archive", "--format=tar", revision, "src", "catalog"],
+                             cwd=PROJECT_ROOT, capture_output=True, check=True).stdout
+    into.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    commit = subprocess.run(["git", "rev-parse", f"{revision}^{{commit}}"], cwd=PROJECT_ROOT,
+                            capture_output=True, text=True, check=True).stdout.strip()
+    return {"commit": commit, "dirty": False, "exported_to": str(into)}
+
+
 def print_table(results: list[Result]) -> None:
-    print(f"\n{'system':<16}{'seconds':>10}{'rows/s':>12}{'client RSS MB':>15}"
-          f"{'backend RSS MB':>16}")
+    print(f"\n{'system':<16}{'seconds':>9}{'rows/s':>10}{'client RSS MB':>15}"
+          f"{'backend RSS MB':>16}{'CPU s':>8}{'other CPU':>11}")
     for result in results:
-        parts = [(result.system, result)] + (
-            [(f"  {s.system.split(': ')[-1]}", s) for s in result.steps]
-            if len(result.steps) > 1 else [])
-        for label, item in parts:
-            seconds = item.seconds
+        # A load of several steps gets one line per step under its total.
+        steps = result.steps if len(result.steps) > 1 else []
+        lines: list[tuple[str, Result | Measurement]] = [(result.system, result)]
+        lines += [("  " + step.system.split(": ")[-1], step) for step in steps]
+        for label, item in lines:
+            rps = f"{result.rows_per_second:>10,.0f}" if item is result else " " * 10
             backend = item.backend_peak_rss_mb
-            rps = f"{result.rows / seconds:>12,.0f}" if item is result else " " * 12
-            print(f"{label:<16}{seconds:>10.1f}{rps}{item.client_peak_rss_mb:>15.0f}"
-                  f"{'-' if backend is None else f'{backend:.0f}':>16}")
+            print(f"{label:<16}{item.seconds:>9.1f}{rps}{item.client_peak_rss_mb:>15.0f}"
+                  f"{'-' if backend is None else f'{backend:.0f}':>16}"
+                  f"{item.cpu_seconds:>8.1f}{item.other_cpu_share:>11.0%}")
 
 
 def ratios(results: list[Result]) -> dict[str, dict[str, float]]:
@@ -347,6 +470,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the temporary folder (CSV, STLDATA_HOME, SQLite file, logs)")
     parser.add_argument("--timeout", type=float, default=3600.0,
                         help="seconds each timed step may take before it is killed")
+    parser.add_argument("--commit", metavar="REV",
+                        help="measure this commit's src/ and catalog/ (exported to the temp "
+                             "folder) instead of the working tree, which may change mid-run")
     parser.add_argument("--out-dir", type=Path, default=PROJECT_ROOT / "bench" / "out",
                         help="where the JSON result goes (default bench/out)")
     args = parser.parse_args(argv)
@@ -366,12 +492,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"source: {csv_path} ({rows:,} rows, {csv_path.stat().st_size / MB:.0f} MB)",
               file=sys.stderr)
 
+        # Someone may be editing src/ while this runs: either pin a commit, or record the
+        # working tree's state before and after so a change shows in the report.
+        code_src: Path | None = None
+        if args.commit:
+            code_before = export_commit(args.commit, workdir / "code")
+            code_src = workdir / "code" / "src"
+            # Ahead of the editable install, here and (through PYTHONPATH) in every step.
+            sys.path.insert(0, str(code_src))
+        else:
+            code_before = code_state()
+
         home = workdir / "home"
         server = EmbeddedServer(home)
         # Built after the server start, which may set XDG_RUNTIME_DIR for pgserver.
         env = {k: v for k, v in os.environ.items()
                if k not in ("STLDATA_DATABASE_URL", "STLDATA_KAFKA_BOOTSTRAP")}
         env["STLDATA_HOME"] = str(home)
+        if code_src:
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(code_src), env.get("PYTHONPATH", "")) if p)
+            check_imports_from(code_src, env)
 
         # The baselines go first so that ours, the longest, does not leave a checkpoint
         # or autovacuum running under them; each PostgreSQL load starts after a CHECKPOINT.
@@ -385,7 +526,15 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"{result.system}: {result.verified_rows:,} rows queryable, "
                                  f"expected {rows:,}")
 
+        code_after = code_before if args.commit else code_state()
         print_table(results)
+        if code_after != code_before:
+            print("\nwarning: src/ or catalog/ changed during the run; the loads may not "
+                  "have run the same code")
+        # Steps of a few seconds are too short for the share to mean much.
+        if any(r.other_cpu_share > 0.15 and r.seconds >= 5 for r in results):
+            print("\nwarning: other processes used more than 15% of the machine's CPU during "
+                  "a load; its figures are slowed by contention (see 'other CPU')")
         summary = ratios(results)
         for name, ratio in summary.items():
             print(f"{name}: throughput ratio {ratio['throughput_ratio']:.3f} "
@@ -396,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
                   "command": [os.path.relpath(sys.executable, PROJECT_ROOT), *sys.argv],
                   "source": {"path": str(csv_path), "rows": rows,
                              "bytes": csv_path.stat().st_size},
+                  "code": {"before": code_before, "after": code_after},
                   "machine": machine(server), "results": [r.as_dict() for r in results],
                   "ratios": summary}
         args.out_dir.mkdir(parents=True, exist_ok=True)
