@@ -23,7 +23,6 @@ import pytest
 from stldata.api.app import create_app
 from stldata.catalog import Catalog
 from stldata.ingest.ingester import Ingester, IngestSummary
-from stldata.log.embedded import EmbeddedProducer
 from stldata.runtime import Runtime
 from stldata.settings import PROJECT_ROOT, Settings
 from stldata.store.database import Database
@@ -97,8 +96,8 @@ def runtime(settings: Settings) -> Runtime:
 
 def ingest(runtime: Runtime, dataset_id: str, source: str | Path | None = None
            ) -> IngestSummary:
-    producer = EmbeddedProducer(runtime.database,
-                                default_partitions=runtime.settings.topic_partitions)
+    """Ingest through the runtime's own log backend (Kafka when its settings say so)."""
+    producer = runtime.producer()
     try:
         ingester = Ingester(runtime.settings, runtime.database, producer)
         return ingester.ingest(runtime.catalog.get(dataset_id),
@@ -190,18 +189,6 @@ def kafka_runtime(server_url: str, tmp_path: Path, kafka_bootstrap: str,
     """A migrated database of its own (distinct from ``runtime``'s) on the Kafka log."""
     for url in _fresh_database(server_url):
         yield open_kafka_runtime(url, tmp_path / "home-kafka", kafka_bootstrap, kafka_prefix)
-
-
-def ingest_via(runtime: Runtime, dataset_id: str, source: str | Path | None = None
-               ) -> IngestSummary:
-    """Ingest through the runtime's own log backend (Kafka when its settings say so)."""
-    producer = runtime.producer()
-    try:
-        ingester = Ingester(runtime.settings, runtime.database, producer)
-        return ingester.ingest(runtime.catalog.get(dataset_id),
-                               str(source) if source else None)
-    finally:
-        producer.close()
 
 
 def open_kafka_runtime(database_url: str, home: Path, bootstrap: str, prefix: str = "",

@@ -29,7 +29,7 @@ from stldata.log.kafka import (
 from stldata.projection.projector import DEAD_LETTER_TOPIC
 from stldata.runtime import Runtime
 
-from conftest import CRIME_SAMPLES, ingest, ingest_via, project, query, read_raw_csv
+from conftest import CRIME_SAMPLES, ingest, project, query, read_raw_csv
 
 
 def consume(consumer: KafkaConsumer, count: int, timeout: float = 30.0) -> list[Message]:
@@ -165,7 +165,7 @@ def test_kafka_read_model_equals_embedded(runtime: Runtime, kafka_runtime: Runti
     bookkeeping, history and quarantine as through the embedded log."""
     embedded = ingest(runtime, "slmpd-crime")
     project(runtime)
-    kafka = ingest_via(kafka_runtime, "slmpd-crime")
+    kafka = ingest(kafka_runtime, "slmpd-crime")
     project(kafka_runtime)
 
     assert (kafka.published, kafka.quarantined) == (embedded.published, embedded.quarantined)
@@ -201,7 +201,7 @@ def test_malformed_messages_go_to_dead_letters_and_later_ones_apply(
     folder = tmp_path / "crime"
     folder.mkdir()
     shutil.copy(CRIME_SAMPLES / "january2017.csv", folder)
-    summary = ingest_via(kafka_runtime, "slmpd-crime", folder)
+    summary = ingest(kafka_runtime, "slmpd-crime", folder)
     project(kafka_runtime)
 
     rows = len(read_raw_csv(CRIME_SAMPLES / "january2017.csv")[1])

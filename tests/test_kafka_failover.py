@@ -21,7 +21,7 @@ from stldata.runtime import Runtime
 from conftest import (
     CRIME_SAMPLES,
     Spawned,
-    ingest_via,
+    ingest,
     project,
     query,
     read_raw_csv,
@@ -169,7 +169,7 @@ def test_a_member_that_lost_its_partitions_cannot_stage_them_twice(
     folder.mkdir()
     shutil.copy(CRIME_SAMPLES / "january2017.csv", folder)
     rows = len(read_raw_csv(CRIME_SAMPLES / "january2017.csv")[1])
-    ingest_via(rt, "slmpd-crime", folder)
+    ingest(rt, "slmpd-crime", folder)
 
     def member(name: str) -> Projector:
         # Kafka groups of their own: each is handed every partition, as both the stale
@@ -212,7 +212,7 @@ def test_a_commit_event_read_again_is_skipped(kafka_runtime: Runtime, tmp_path: 
     folder.mkdir()
     shutil.copy(CRIME_SAMPLES / "january2017.csv", folder)
     rows = len(read_raw_csv(CRIME_SAMPLES / "january2017.csv")[1])
-    ingest_via(rt, "slmpd-crime", folder)
+    ingest(rt, "slmpd-crime", folder)
     project(rt)
     with rt.database.connect() as conn:
         conn.execute("UPDATE consumer_offsets SET next_offset = 0 WHERE topic = %s",
@@ -262,7 +262,7 @@ def test_a_running_projector_outlives_a_lost_database_connection(
         folder = tmp_path / "crime"
         folder.mkdir()
         shutil.copy(CRIME_SAMPLES / "january2017.csv", folder)
-        ingest_via(rt, "slmpd-crime", folder)
+        ingest(rt, "slmpd-crime", folder)
         wait_for("the snapshot to be applied", lambda: query(
             rt, "SELECT 1 FROM snapshots WHERE status = 'committed'"), 60, projector)
         projector.proc.send_signal(signal.SIGTERM)
