@@ -125,13 +125,6 @@ class Dataset:
                 return column
         raise KeyError(name)
 
-    @property
-    def column_names(self) -> list[str]:
-        names = [c.name for c in self.columns]
-        if self.geometry:
-            names += [self.geometry.longitude, self.geometry.latitude]
-        return names
-
     def column_types(self) -> dict[str, str]:
         """Every served column and its type, geometry columns included."""
         types: dict[str, str] = {c.name: c.type for c in self.columns}

@@ -43,7 +43,3 @@ class NotFound(ApiProblem):
     status = 404
     title = "Not Found"
 
-
-class Unavailable(ApiProblem):
-    status = 503
-    title = "Service Unavailable"

@@ -9,7 +9,7 @@ wrong guess on the whole file.
 from __future__ import annotations
 
 import codecs
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import BinaryIO
 
 from stldata.ingest.errors import BinarySourceError, EmptySourceError
@@ -64,6 +64,3 @@ def text_lines(stream: BinaryIO, name: str, encoding: str = "auto") -> Iterator[
     if first:
         raise EmptySourceError(name, "file is empty (0 bytes)")
 
-
-def count_bytes(lines: Iterable[bytes]) -> int:
-    return sum(len(line) for line in lines)
