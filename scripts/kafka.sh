@@ -137,7 +137,12 @@ cmd_start() {
   local pid port cport
   # Serialize start/stop: parallel test workers may all call start at once.
   exec 9>"$KHOME/.lock"; flock -w 120 9
-  if pid=$(running_pid); then cat "$BOOT"; return 0; fi
+  if pid=$(running_pid); then
+    if [[ -s $BOOT ]]; then cat "$BOOT"; return 0; fi
+    # Its starter died before the broker was ready (killed mid-start): begin again.
+    log "broker $pid is running but was never marked ready; restarting it"
+    stop_pid "$pid"
+  fi
   rm -f "$BOOT" "$PIDF"
   resolve_jars
   read -r port cport < <(pick_ports "${STLDATA_KAFKA_PORT:-$(old_port PLAINTEXT)}" \

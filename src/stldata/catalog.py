@@ -16,9 +16,11 @@ from typing import Any, Literal
 
 from stldata.errors import ConfigurationError
 
-ColumnType = Literal["text", "integer", "number", "boolean", "date", "datetime", "month"]
+ColumnType = Literal["text", "integer", "number", "boolean", "date", "datetime", "month",
+                     "auto"]
+#: ``auto`` is inferred from the whole first source the column appears in, then pinned.
 COLUMN_TYPES: tuple[str, ...] = (
-    "text", "integer", "number", "boolean", "date", "datetime", "month"
+    "text", "integer", "number", "boolean", "date", "datetime", "month", "auto"
 )
 
 #: Column names become SQL identifiers, so they are kept to a safe, predictable shape.

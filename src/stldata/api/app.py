@@ -26,6 +26,7 @@ from stldata.api.query import build_select, dataset_table, encode_cursor, parse_
 from stldata.catalog import Dataset
 from stldata.log.factory import backend_name
 from stldata.runtime import Runtime
+from stldata.store.column_types import with_types
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,13 @@ class ReadModel:
         dataset = self.runtime.catalog.datasets.get(dataset_id)
         if dataset is None:
             raise NotFound(f"no dataset {dataset_id!r}; see /api/v1/datasets")
-        return dataset
+        if not any(c.type == "auto" for c in dataset.columns):
+            return dataset
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.text(
+                "SELECT column_name, type FROM column_types WHERE dataset_id = :d"),
+                {"d": dataset.id}).all()
+        return with_types(dataset, {str(n): str(t) for n, t in rows})
 
     def latest_snapshots(self) -> dict[str, dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -163,7 +170,8 @@ def create_app(runtime: Runtime) -> APIFlask:
     @app.doc(hide=True)
     def landing() -> str:
         snapshots = model.latest_snapshots()
-        datasets = [model.describe(d, snapshots.get(d.id)) for d in runtime.catalog]
+        datasets = [model.describe(model.dataset(d.id), snapshots.get(d.id))
+                    for d in runtime.catalog]
         return render_template("index.html", datasets=datasets)
 
     @app.get("/health")
@@ -190,7 +198,8 @@ def create_app(runtime: Runtime) -> APIFlask:
     @app.doc(summary="List datasets", tags=["Datasets"])
     def list_datasets() -> Any:
         snapshots = model.latest_snapshots()
-        return {"datasets": [model.describe(d, snapshots.get(d.id)) for d in runtime.catalog]}
+        return {"datasets": [model.describe(model.dataset(d.id), snapshots.get(d.id))
+                             for d in runtime.catalog]}
 
     @app.get("/api/v1/datasets/<dataset_id>")
     @app.output(schemas.DatasetOut)

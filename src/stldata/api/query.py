@@ -41,8 +41,11 @@ _SA_TYPES: dict[str, Any] = {
 
 def dataset_table(dataset: Dataset, metadata: sa.MetaData) -> sa.Table:
     """The SQLAlchemy view of a dataset's table, built from the catalog, not reflected."""
-    if dataset.table_name in metadata.tables:
-        return metadata.tables[dataset.table_name]
+    known = metadata.tables.get(dataset.table_name)
+    if known is not None and set(known.c.keys()) >= set(dataset.column_types()):
+        return known
+    if known is not None:
+        metadata.remove(known)  # an auto column has been typed since
     columns = [sa.Column(name, _SA_TYPES[type_]) for name, type_ in
                dataset.column_types().items()]
     return sa.Table(

@@ -20,6 +20,7 @@ from typing import Any
 from stldata.catalog import Dataset
 from stldata.ingest.errors import EmptySourceError
 from stldata.ingest.formats import parser_for
+from stldata.ingest.infer import TypeInference
 from stldata.ingest.reader import BadRow, map_header
 from stldata.ingest.records import Record, RecordBuilder
 from stldata.ingest.sources import SourceFile, cleanup_fetch, resolve_source
@@ -33,6 +34,7 @@ from stldata.log.events import (
     SnapshotStarted,
 )
 from stldata.settings import Settings
+from stldata.store.column_types import pin_types, pinned_types, with_types
 from stldata.store.database import Database
 
 log = logging.getLogger(__name__)
@@ -108,6 +110,7 @@ class Ingester:
                 self._check_header(dataset, file)
 
             summary.snapshot_id = self._start_run(dataset, origin)
+            dataset = self._type_auto_columns(dataset, publish, summary.snapshot_id)
             self._publish(dataset, origin, publish, summary, progress)
             self._remember(dataset, publish, summary.snapshot_id)
         finally:
@@ -142,6 +145,40 @@ class Ingester:
             found = found or next(table.rows, None) is not None
         if not found:
             raise EmptySourceError(file.partition, "file has a header but no data rows")
+
+    def _type_auto_columns(self, dataset: Dataset, files: list[SourceFile],
+                           snapshot_id: int) -> Dataset:
+        """Infer and pin the type of each ``auto`` column seen for the first time, from
+        every value of this snapshot's files."""
+        autos = [c for c in dataset.columns if c.type == "auto"]
+        if not autos:
+            return dataset
+        with self.database.connect() as conn:
+            pinned = pinned_types(conn, dataset.id)
+        todo = [c for c in autos if c.name not in pinned]
+        if todo:
+            inference = TypeInference([c.name for c in todo], dataset.timezone)
+            nulls = {c.name: {v.strip() for v in (*dataset.source.null_values, *c.null_values)}
+                     for c in todo}
+            parse = parser_for(dataset.source.format)
+            for file in files:
+                for table in parse(file.path, file.partition, dataset.source):
+                    header = map_header(dataset, table.header, file.partition)
+                    wanted = [(c.name, header.positions[c.name]) for c in todo
+                              if c.name in header.positions]
+                    for row in table.rows:
+                        if isinstance(row, BadRow):
+                            continue
+                        for name, position in wanted:
+                            text = row.cells[position].strip()
+                            if text not in nulls[name]:
+                                inference.add(name, text)
+            inferred = inference.result()
+            with self.database.transaction() as conn:
+                pin_types(conn, dataset.id, inferred, snapshot_id)
+            log.info("%s: inferred column types %s", dataset.id, inferred)
+            pinned = {**pinned, **inferred}
+        return with_types(dataset, pinned)
 
     def _start_run(self, dataset: Dataset, origin: str) -> int:
         with self.database.transaction() as conn:

@@ -34,6 +34,7 @@ from stldata.log.events import (
 from stldata.projection.apply import apply_snapshot, discard_staged
 from stldata.projection.stage import group_by_dataset, stage_records
 from stldata.projection.tables import ensure_table
+from stldata.store.column_types import resolve
 from stldata.store.database import Conn, Database
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ class Projector:
             # itself: one at a time.
             self.conn.execute("SELECT pg_advisory_xact_lock(hashtext('stldata.prepare'))")
             for dataset in self.catalog:
-                ensure_table(self.conn, dataset)
+                ensure_table(self.conn, resolve(self.conn, dataset))
         self.data.subscribe(list(self._topics), self._positions, lambda _: None)
         self.control.subscribe([CONTROL_TOPIC], self._positions, self._control_revoked)
 
@@ -167,7 +168,7 @@ class Projector:
 
         with self.conn.transaction():
             for dataset_id, batch in group_by_dataset(records).items():
-                stage_records(self.conn, self.catalog.get(dataset_id), batch)
+                stage_records(self.conn, self._dataset(dataset_id), batch)
             for r in rejected:
                 self.conn.execute(
                     "INSERT INTO quarantine (dataset_id, snapshot_id, source_file, line, "
@@ -214,6 +215,9 @@ class Projector:
 
         with self.conn.transaction():
             if isinstance(event, SnapshotStarted):
+                # Columns whose type the ingester has just pinned get their table column.
+                if event.dataset_id in self.catalog.datasets:
+                    ensure_table(self.conn, self._dataset(event.dataset_id))
                 self.conn.execute(
                     "INSERT INTO snapshots (id, dataset_id, status, mode, source, fetched_at, "
                     "partitions) VALUES (%s, %s, 'pending', %s, %s, %s, %s) "
@@ -230,14 +234,14 @@ class Projector:
                     return True
                 if not self._ready(event):
                     return False
-                dataset = self.catalog.get(event.dataset_id)
+                dataset = self._dataset(event.dataset_id)
                 counts = apply_snapshot(self.conn, dataset, event)
                 log.info("%s: snapshot %d applied: %d added, %d changed, %d deleted, "
                          "%d unchanged", dataset.id, event.snapshot_id, counts.added,
                          counts.changed, counts.deleted, counts.unchanged)
             elif isinstance(event, SnapshotAborted) and self._is_pending(event.snapshot_id):
                 sid = event.snapshot_id
-                discard_staged(self.conn, self.catalog.get(event.dataset_id), sid)
+                discard_staged(self.conn, self._dataset(event.dataset_id), sid)
                 self.conn.execute("DELETE FROM staged_counts WHERE snapshot_id = %s", (sid,))
                 self.conn.execute("DELETE FROM quarantine WHERE snapshot_id = %s", (sid,))
                 self.conn.execute("UPDATE snapshots SET status = 'aborted', reason = %s "
@@ -246,6 +250,10 @@ class Projector:
                             event.dataset_id, sid, event.reason)
             save_offsets(self.conn, self.group_id, [message])
         return True
+
+    def _dataset(self, dataset_id: str) -> Dataset:
+        """The catalog's dataset with the pinned types of its ``auto`` columns."""
+        return resolve(self.conn, self.catalog.get(dataset_id))
 
     def _is_pending(self, snapshot_id: int) -> bool:
         """An abort only concerns a snapshot not yet committed (or never started here)."""
