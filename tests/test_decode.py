@@ -5,7 +5,7 @@ import io
 import pytest
 
 from stldata.ingest.decode import text_lines
-from stldata.ingest.errors import BinarySourceError, EmptySourceError
+from stldata.ingest.errors import BinarySourceError, EmptySourceError, SourceError
 
 
 def lines(data: bytes) -> list[str]:
@@ -34,3 +34,8 @@ def test_empty_file_is_an_error() -> None:
 def test_binary_file_is_an_error() -> None:
     with pytest.raises(BinarySourceError, match="NUL byte at byte 4"):
         lines(b"PK\x03\x04\x00\x00garbage")
+
+
+def test_a_declared_encoding_that_does_not_fit_is_named() -> None:
+    with pytest.raises(SourceError, match=r"bytes 6-6 are not valid utf-8"):
+        list(text_lines(io.BytesIO(b"A,B\r\nO\x92B\r\n"), "test.csv", "utf-8"))

@@ -12,7 +12,7 @@ import codecs
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from stldata.ingest.errors import BinarySourceError, EmptySourceError
+from stldata.ingest.errors import BinarySourceError, EmptySourceError, SourceError
 
 BOMS = (codecs.BOM_UTF8,)
 
@@ -59,8 +59,16 @@ def text_lines(stream: BinaryIO, name: str, encoding: str = "auto") -> Iterator[
             at = offset + raw.index(b"\x00")
             raise BinarySourceError(name, f"binary content (NUL byte at byte {at}); "
                                           "expected a text CSV export")
+        try:
+            text = decode_line(raw, encoding)
+        except UnicodeDecodeError as exc:
+            raise SourceError(name, f"bytes {offset + exc.start}-{offset + exc.end - 1} are not "
+                                    f"valid {encoding} ({exc.reason}); set the source's "
+                                    "encoding to auto or to the file's real one") from None
+        except LookupError:
+            raise SourceError(name, f"unknown encoding {encoding!r}") from None
         offset += len(raw)
-        yield decode_line(raw, encoding)
+        yield text
     if first:
         raise EmptySourceError(name, "file is empty (0 bytes)")
 

@@ -21,20 +21,35 @@ def tables(path: Path, name: str, options: Source) -> Iterator[Table]:
     """One table: the header line, then every data row with its line number.
 
     The header is read before the table is yielded, so an empty or headerless file fails
-    before any of it is published.
+    before any of it is published. The rows open the file again on their own, so they
+    can be read after this generator is exhausted.
     """
     with path.open("rb") as stream:
-        lines = text_lines(stream, name, options.encoding)
-        reader = csv.reader(lines, delimiter=options.delimiter)
+        reader = csv.reader(text_lines(stream, name, options.encoding),
+                            delimiter=options.delimiter)
         try:
             header = next(reader)
         except StopIteration:
             raise EmptySourceError(name, "file is empty") from None
         except csv.Error as exc:
             raise SourceError(name, f"header line is not valid CSV: {exc}") from None
-        if not any(h.strip() for h in header):
-            raise EmptySourceError(name, "first line is blank; expected a header row")
-        yield Table(header, _rows(reader, len(header)), consumed=stream.tell)
+    if not any(h.strip() for h in header):
+        raise EmptySourceError(name, "first line is blank; expected a header row")
+
+    position = [0]
+    yield Table(header, _data_rows(path, name, options, len(header), position),
+                consumed=lambda: position[0])
+
+
+def _data_rows(path: Path, name: str, options: Source, width: int, position: list[int]
+               ) -> Iterator[RawRow | BadRow]:
+    with path.open("rb") as stream:
+        reader = csv.reader(text_lines(stream, name, options.encoding),
+                            delimiter=options.delimiter)
+        next(reader)  # the header, checked by tables()
+        for row in _rows(reader, width):
+            position[0] = stream.tell()
+            yield row
 
 
 def _rows(reader: _csv.Reader, width: int) -> Iterator[RawRow | BadRow]:
