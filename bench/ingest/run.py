@@ -1,9 +1,12 @@
 """End-to-end ingest benchmark: raw SLMPD CSV to queryable rows, beside two baselines.
 
-One run generates (or reuses) one scaled CSV and loads it three ways:
+One run generates (or reuses) one scaled CSV and loads it up to four ways:
 
 * ours: ``stldata ingest slmpd-crime`` then ``stldata project --until-idle`` against a
   fresh ``STLDATA_HOME`` with the embedded PostgreSQL, ending with a row count check;
+* ours via Kafka: the same two commands with ``STLDATA_KAFKA_BOOTSTRAP`` pointing at a
+  single-node broker that ``scripts/kafka.sh`` starts for the run in its own home, against
+  another fresh ``STLDATA_HOME``; the consumer lag is sampled while they run;
 * COPY: ``psql \\copy`` of the same file into a plain table of text columns on the same
   server, decoding WIN1252, which is the floor any PostgreSQL loader can reach;
 * sqlite-utils: ``sqlite-utils insert --csv`` with type detection on, the path a Datasette
@@ -82,12 +85,14 @@ class Measurement:
     other_cpu_share: float
     loadavg_at_start: float
     log: str
+    #: CPU time of the Kafka broker (a JVM) during the step, for the Kafka path only.
+    broker_cpu_seconds: float | None = None
 
     @property
     def cpu_seconds(self) -> float:
         """CPU time spent on this load: the client and the server's processes."""
         return (self.client_cpu_seconds + (self.backend_cpu_seconds or 0.0)
-                + (self.server_aux_cpu_seconds or 0.0))
+                + (self.server_aux_cpu_seconds or 0.0) + (self.broker_cpu_seconds or 0.0))
 
 
 @dataclass
@@ -200,14 +205,17 @@ def _busy_cpu_seconds() -> float:
 
 
 def run_measured(system: str, command: list[str], *, env: dict[str, str], log_path: Path,
-                 timeout: float, postmaster_pid: int | None) -> Measurement:
+                 timeout: float, postmaster_pid: int | None,
+                 broker_pid: int | None = None) -> Measurement:
     """Run ``command`` to completion, timing it and recording its peak memory and CPU."""
     print(f"  {system}: {' '.join(command)}", file=sys.stderr, flush=True)
     sampler = BackendSampler(postmaster_pid) if postmaster_pid else None
+    broker = psutil.Process(broker_pid) if broker_pid else None
     load = os.getloadavg()[0]
     with log_path.open("wb") as log:
         if sampler:
             sampler.start()
+        broker_before = _cpu_of(broker) if broker else 0.0
         busy_before = _busy_cpu_seconds()
         started = time.perf_counter()
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -220,17 +228,19 @@ def run_measured(system: str, command: list[str], *, env: dict[str, str], log_pa
         _, status, usage = os.wait4(process.pid, 0)
         seconds = time.perf_counter() - started
         busy = _busy_cpu_seconds() - busy_before
+        broker_cpu = _cpu_of(broker) - broker_before if broker else None
         killer.cancel()
         process.returncode = os.waitstatus_to_exitcode(status)
     backend_rss, backend_cpu, aux_cpu = sampler.stop() if sampler else (None, None, None)
 
     client_cpu = usage.ru_utime + usage.ru_stime
     capacity = seconds * (os.cpu_count() or 1)
-    ours = client_cpu + (backend_cpu or 0.0) + (aux_cpu or 0.0)
+    ours = client_cpu + (backend_cpu or 0.0) + (aux_cpu or 0.0) + (broker_cpu or 0.0)
     other = max(0.0, busy - ours) / capacity
     measurement = Measurement(system, command, seconds, process.returncode,
                               usage.ru_maxrss * 1024 / MB, backend_rss, client_cpu,
-                              backend_cpu, aux_cpu, busy, other, load, str(log_path))
+                              backend_cpu, aux_cpu, busy, other, load, str(log_path),
+                              broker_cpu)
     if process.returncode != 0:
         tail = log_path.read_text(errors="replace")[-3000:]
         raise SystemExit(f"{system} failed with exit code {process.returncode} "
@@ -297,7 +307,7 @@ class EmbeddedServer:
         self.server.cleanup()
 
 
-# --- the three systems -----------------------------------------------------------------------
+# --- the four systems ------------------------------------------------------------------------
 
 def run_ours(server: EmbeddedServer, csv_path: Path, rows: int, *, env: dict[str, str],
              logs: Path, timeout: float) -> Result:
@@ -391,6 +401,148 @@ def run_sqlite_utils(csv_path: Path, rows: int, *, workdir: Path, env: dict[str,
                    "file_mb": round(db_path.stat().st_size / MB, 1)})
 
 
+# --- ours via Kafka --------------------------------------------------------------------------
+
+KAFKA_SCRIPT = PROJECT_ROOT / "scripts" / "kafka.sh"
+
+
+class KafkaBroker:
+    """A single-node broker of the run's own, started with scripts/kafka.sh in ``home``."""
+
+    def __init__(self, home: Path, *, logs: Path, timeout: float = 180.0) -> None:
+        self.home = home
+        self.env = {**os.environ, "STLDATA_HOME": str(home)}
+        self.env.pop("STLDATA_KAFKA_PORT", None)
+        with (logs / "kafka-start.log").open("wb") as log:
+            started = subprocess.run(["bash", str(KAFKA_SCRIPT), "start"], env=self.env,
+                                     stdout=subprocess.PIPE, stderr=log, timeout=timeout)
+        if started.returncode != 0:
+            raise SystemExit(f"kafka.sh start failed ({started.returncode}); "
+                             f"see {logs / 'kafka-start.log'} and {home / 'kafka'}")
+        self.bootstrap = started.stdout.decode().strip().splitlines()[-1]
+        if not self.bootstrap.startswith("127.0.0.1:"):
+            raise SystemExit(f"kafka.sh printed {self.bootstrap!r}, not a loopback address")
+        self.pid = int((home / "kafka" / "kafka.pid").read_text().strip())
+
+    def stop(self) -> None:
+        subprocess.run(["bash", str(KAFKA_SCRIPT), "stop"], env=self.env, timeout=90,
+                       capture_output=True)
+
+
+class LagSampler(threading.Thread):
+    """Every few seconds, the consumer lag of the projector's group, as ``stldata status``
+    computes it (the broker's end offsets less the offsets stored with the rows), and the
+    broker's RSS. In this process, so the sampling costs no interpreter start-up per poll."""
+
+    def __init__(self, settings: Any, broker_pid: int, interval: float = 2.0) -> None:
+        super().__init__(name="lag-sampler", daemon=True)
+        from stldata.runtime import Runtime
+
+        self.runtime = Runtime.start(settings, migrate=False)
+        self.topic = self.runtime.catalog.get(DATASET).topic
+        self.broker = psutil.Process(broker_pid)
+        self.interval = interval
+        self.samples: list[dict[str, Any]] = []
+        self.errors: list[str] = []
+        self.broker_peak_bytes = 0
+        self.step = "before"
+        self._t0 = time.perf_counter()
+        self._stop_event = threading.Event()
+
+    def lag(self) -> int:
+        from stldata.projection.projector import GROUP_ID, log_lag
+
+        data = self.runtime.consumer(GROUP_ID)
+        control = self.runtime.consumer(GROUP_ID + "-control")
+        try:
+            with self.runtime.database.connect() as conn:
+                return int(log_lag(conn, data, control, [self.topic]))
+        finally:
+            data.close()
+            control.close()
+
+    def sample(self) -> None:
+        try:
+            self.broker_peak_bytes = max(self.broker_peak_bytes,
+                                         self.broker.memory_info().rss)
+            lag = self.lag()
+        except Exception as exc:  # noqa: BLE001 - a failed poll is recorded, not fatal
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+            return
+        self.samples.append({"t": round(time.perf_counter() - self._t0, 1),
+                             "step": self.step, "lag": lag})
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            self.sample()
+
+    def stop(self) -> dict[str, Any]:
+        self._stop_event.set()
+        if self.is_alive():
+            self.join()
+        self.step = "after"
+        self.sample()
+        project = [s["lag"] for s in self.samples if s["step"] == "project"]
+        after = [s["lag"] for s in self.samples if s["step"] == "after"]
+        return {"max_lag_during_project": max(project) if project else None,
+                "lag_after_project": after[-1] if after else None,
+                "reached_zero": bool(after and after[-1] == 0),
+                "samples": self.samples, "sample_interval_s": self.interval,
+                "sample_errors": self.errors[:20],
+                "broker_peak_rss_mb": round(self.broker_peak_bytes / MB, 1)}
+
+
+def run_kafka(csv_path: Path, rows: int, *, workdir: Path, env: dict[str, str], logs: Path,
+              timeout: float) -> Result:
+    """Ours with Kafka as the event log: its own broker and its own embedded PostgreSQL."""
+    from stldata.settings import Settings
+
+    stldata = str(BIN / "stldata")
+    home = workdir / "home-kafka"
+    broker: KafkaBroker | None = None
+    server: EmbeddedServer | None = None
+    sampler: LagSampler | None = None
+    try:
+        print("  ours via Kafka: starting a broker (untimed)", file=sys.stderr, flush=True)
+        broker = KafkaBroker(workdir / "kafka-broker", logs=logs)
+        server = EmbeddedServer(home)
+        kenv = {**env, "STLDATA_HOME": str(home), "STLDATA_KAFKA_BOOTSTRAP": broker.bootstrap}
+        subprocess.run([stldata, "migrate"], env=kenv, check=True, capture_output=True,
+                       timeout=timeout)
+        server.execute("CHECKPOINT")
+        settings = Settings(home=home, database_url=None, kafka_bootstrap=broker.bootstrap,
+                            _env_file=None)
+        sampler = LagSampler(settings, broker.pid)
+        sampler.start()
+        sampler.step = "ingest"
+        ingest = run_measured("ours via Kafka: ingest",
+                              [stldata, "ingest", DATASET, "--source", str(csv_path)],
+                              env=kenv, log_path=logs / "kafka-ingest.log", timeout=timeout,
+                              postmaster_pid=server.postmaster_pid, broker_pid=broker.pid)
+        sampler.sample()  # the lag the projector starts from
+        sampler.step = "project"
+        project = run_measured("ours via Kafka: project", [stldata, "project", "--until-idle"],
+                               env=kenv, log_path=logs / "kafka-project.log", timeout=timeout,
+                               postmaster_pid=server.postmaster_pid, broker_pid=broker.pid)
+        lag = sampler.stop()
+        sampler = None
+        verified = int(server.scalar(f"SELECT count(*) FROM {TABLE}"))
+        notes = {"bootstrap": broker.bootstrap, **lag, **_store_notes(server)}
+        return Result("ours via Kafka", rows, [ingest, project], verified, notes)
+    finally:
+        # Each clean-up on its own, so one that fails does not leave the broker running.
+        try:
+            if sampler:
+                sampler.stop()
+        finally:
+            try:
+                if server:
+                    server.stop()
+            finally:
+                if broker:
+                    broker.stop()
+
+
 # --- report ----------------------------------------------------------------------------------
 
 def machine(server: EmbeddedServer) -> dict[str, Any]:
@@ -448,16 +600,32 @@ def print_table(results: list[Result]) -> None:
 
 
 def ratios(results: list[Result]) -> dict[str, dict[str, float]]:
-    ours = next(r for r in results if r.system == "ours")
+    """Each of ours (embedded log, Kafka) against every other system in the run."""
     out: dict[str, dict[str, float]] = {}
-    for base in results:
-        if base is ours:
+    for subject in results:
+        if not subject.system.startswith("ours"):
             continue
-        out[f"ours/{base.system}"] = {
-            "throughput_ratio": round(ours.rows_per_second / base.rows_per_second, 4),
-            "time_ratio": round(ours.seconds / base.seconds, 2),
-        }
+        for base in results:
+            # Kafka against the embedded log, not the other way round as well.
+            if base is subject or base.system == "ours via Kafka":
+                continue
+            out[f"{subject.system}/{base.system}"] = {
+                "throughput_ratio": round(subject.rows_per_second / base.rows_per_second, 4),
+                "time_ratio": round(subject.seconds / base.seconds, 2),
+            }
     return out
+
+
+SYSTEMS = ("ours", "kafka", "copy", "sqlite-utils")
+
+
+def parse_systems(value: str) -> list[str]:
+    chosen = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(SYSTEMS))
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"unknown system(s) {', '.join(unknown) or '(none)'}; "
+                                         f"choose from {','.join(SYSTEMS)}")
+    return chosen
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -475,6 +643,10 @@ def main(argv: list[str] | None = None) -> int:
                              "folder) instead of the working tree, which may change mid-run")
     parser.add_argument("--out-dir", type=Path, default=PROJECT_ROOT / "bench" / "out",
                         help="where the JSON result goes (default bench/out)")
+    parser.add_argument("--systems", type=parse_systems, default=list(SYSTEMS),
+                        metavar="LIST",
+                        help="comma-separated systems to run, from "
+                             f"{','.join(SYSTEMS)} (default all)")
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="stldata-bench-ingest-"))
@@ -516,11 +688,24 @@ def main(argv: list[str] | None = None) -> int:
 
         # The baselines go first so that ours, the longest, does not leave a checkpoint
         # or autovacuum running under them; each PostgreSQL load starts after a CHECKPOINT.
-        copy = run_copy(server, csv_path, rows, env=env, logs=logs, timeout=args.timeout)
-        sqlite = run_sqlite_utils(csv_path, rows, workdir=workdir, env=env, logs=logs,
-                                  timeout=args.timeout)
-        ours = run_ours(server, csv_path, rows, env=env, logs=logs, timeout=args.timeout)
-        results = [ours, copy, sqlite]
+        # Ours via Kafka goes before ours, and its broker is stopped when it is done, so
+        # neither of ours runs beside the other's leftovers (the broker, or the autovacuum
+        # of ours' staging table on the other server).
+        results: list[Result] = []
+        if "copy" in args.systems:
+            results.append(run_copy(server, csv_path, rows, env=env, logs=logs,
+                                    timeout=args.timeout))
+        if "sqlite-utils" in args.systems:
+            results.append(run_sqlite_utils(csv_path, rows, workdir=workdir, env=env,
+                                            logs=logs, timeout=args.timeout))
+        if "kafka" in args.systems:
+            results.append(run_kafka(csv_path, rows, workdir=workdir, env=env, logs=logs,
+                                     timeout=args.timeout))
+        if "ours" in args.systems:
+            results.append(run_ours(server, csv_path, rows, env=env, logs=logs,
+                                    timeout=args.timeout))
+        order = {"ours": 0, "ours via Kafka": 1, "COPY": 2, "sqlite-utils": 3}
+        results.sort(key=lambda r: order[r.system])
         for result in results:
             if result.verified_rows != rows:
                 raise SystemExit(f"{result.system}: {result.verified_rows:,} rows queryable, "
@@ -538,11 +723,19 @@ def main(argv: list[str] | None = None) -> int:
         summary = ratios(results)
         for name, ratio in summary.items():
             print(f"{name}: throughput ratio {ratio['throughput_ratio']:.3f} "
-                  f"(ours takes {ratio['time_ratio']:.1f}x as long)")
+                  f"({name.split('/')[0]} takes {ratio['time_ratio']:.1f}x as long)")
+        for result in results:
+            if result.system == "ours via Kafka":
+                notes = result.notes
+                print(f"ours via Kafka: max lag during project "
+                      f"{notes['max_lag_during_project']}, lag after project "
+                      f"{notes['lag_after_project']} (reached 0: {notes['reached_zero']}); "
+                      f"broker peak RSS {notes['broker_peak_rss_mb']:.0f} MB")
 
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         report = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
                   "command": [os.path.relpath(sys.executable, PROJECT_ROOT), *sys.argv],
+                  "systems": args.systems,
                   "source": {"path": str(csv_path), "rows": rows,
                              "bytes": csv_path.stat().st_size},
                   "code": {"before": code_before, "after": code_after},
