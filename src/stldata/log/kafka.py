@@ -37,6 +37,7 @@ from stldata.log.base import Message, OnAssign, OnRevoke, TopicPartition
 log = logging.getLogger(__name__)
 
 
+
 class _Repeats(logging.Filter):
     """librdkafka logs every failed reconnect; one line per kind every 30 s is plenty."""
 
@@ -158,15 +159,8 @@ class _Topics:
             self._known[name] = existing
 
     def _partition_count(self, name: str) -> int | None:
-        try:
-            metadata = self._admin.list_topics(topic=name, timeout=self._timeout)
-        except KafkaException as exc:
-            raise KafkaLogError(f"cannot read metadata of topic {name}: {exc}",
-                                bootstrap=self._bootstrap) from exc
-        topic = metadata.topics.get(name)
-        if topic is None or topic.error is not None or not topic.partitions:
-            return None
-        return len(topic.partitions)
+        found = _topic_partitions(self._admin, name, self._timeout, self._bootstrap)
+        return len(found) if found else None
 
     def _create(self, name: str, partitions: int) -> None:
         new = NewTopic(name, num_partitions=partitions,
@@ -195,6 +189,19 @@ class _Topics:
             if count is not None or time.monotonic() >= deadline:
                 return count
             time.sleep(0.05)
+
+
+def _topic_partitions(client: Any, name: str, timeout: float, bootstrap: str) -> list[int]:
+    """Partition ids of a topic, from an admin client or a consumer; none if it is absent."""
+    try:
+        metadata = client.list_topics(topic=name, timeout=timeout)
+    except KafkaException as exc:
+        raise KafkaLogError(f"cannot read metadata of topic {name}: {exc}",
+                            bootstrap=bootstrap) from exc
+    topic = metadata.topics.get(name)
+    if topic is None or topic.error is not None:
+        return []
+    return sorted(topic.partitions)
 
 
 class KafkaProducer:
@@ -415,15 +422,8 @@ class KafkaConsumer:
     def partitions(self, topic: str) -> list[TopicPartition]:
         """The topic's partitions; none when it does not exist (yet)."""
         name = self._name(topic)
-        try:
-            metadata = self._consumer.list_topics(topic=name, timeout=self._timeout)
-        except KafkaException as exc:
-            raise KafkaLogError(f"cannot read metadata of topic {name}: {exc}",
-                                bootstrap=self.bootstrap) from exc
-        found = metadata.topics.get(name)
-        if found is None or found.error is not None:
-            return []
-        return [TopicPartition(topic, p) for p in sorted(found.partitions)]
+        found = _topic_partitions(self._consumer, name, self._timeout, self.bootstrap)
+        return [TopicPartition(topic, p) for p in found]
 
     def poll(self, max_messages: int, timeout: float) -> Sequence[Message]:
         if self._fatal:
