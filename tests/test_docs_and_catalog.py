@@ -41,6 +41,12 @@ def test_bundled_catalog_loads_and_its_samples_exist() -> None:
         ("id = 'x'\ntitle='t'\nkey=['a']\nsource={url=''}\ncolumns=[{name='A-b'}]",
          "lower_snake_case"),
         ("id = [", "not valid TOML"),
+        ("id = 'x'\ntitle='t'\nkey=['a']\ncolumns=[{name='a'}]\n"
+         "[source]\nurl=''\nformat='html'\ntable='index:first'",
+         "source.table 'index:first': index must be a table number"),
+        ("id = 'x'\ntitle='t'\nkey=['a']\ncolumns=[{name='a'}]\n"
+         "[source]\nurl=''\nformat='pdf'\npages='0-2'",
+         "source.pages '0-2' must be page numbers from 1"),
     ],
 )
 def test_bad_catalog_files_are_named_with_their_problem(tmp_path: Path, text: str,

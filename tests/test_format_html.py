@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stldata.catalog import Catalog, CatalogError, Dataset, Source, load_dataset
+from stldata.catalog import Catalog, Dataset, Source
 from stldata.ingest.errors import SourceError
 from stldata.ingest.formats import parser_for
 from stldata.ingest.reader import RawRow
@@ -140,11 +140,3 @@ def test_spans_whitespace_nested_tables_and_base(tmp_path: Path) -> None:
     default = dataclasses.replace(source, table="")
     assert parse(page, default) == (header, rows)
 
-
-def test_bad_table_option_is_named(tmp_path: Path) -> None:
-    path = tmp_path / "bad.toml"
-    path.write_text("id = 'x'\ntitle = 't'\nkey = ['a']\ncolumns = [{name = 'a'}]\n"
-                    "[source]\nurl = ''\nformat = 'html'\ntable = 'index:first'\n")
-    with pytest.raises(CatalogError) as raised:
-        load_dataset(path)
-    assert "source.table 'index:first': index must be a table number" in str(raised.value)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stldata.catalog import Catalog, CatalogError, Dataset, Source, load_dataset
+from stldata.catalog import Catalog, Dataset, Source
 from stldata.ingest.errors import SourceError
 from stldata.ingest.formats import parser_for
 from stldata.ingest.reader import RawRow
@@ -145,11 +145,3 @@ def test_unreadable_pdfs_fail_clearly_and_keep_stored_data(
     assert str(raised.value).startswith(f"{FAQ.name}: {message}")
     assert query(runtime, state) == before
 
-
-def test_bad_pages_option_is_named(tmp_path: Path) -> None:
-    path = tmp_path / "bad.toml"
-    path.write_text("id = 'x'\ntitle = 't'\nkey = ['a']\ncolumns = [{name = 'a'}]\n"
-                    "[source]\nurl = ''\nformat = 'pdf'\npages = '0-2'\n")
-    with pytest.raises(CatalogError) as raised:
-        load_dataset(path)
-    assert "source.pages '0-2' must be page numbers from 1" in str(raised.value)
