@@ -27,5 +27,7 @@ def alembic_config(database: Database) -> Config:
 
 
 def upgrade(database: Database) -> None:
-    command.upgrade(alembic_config(database), "head")
+    # Independent features add migrations as separate branches off a common parent;
+    # "heads" applies every branch, so they need no artificial ordering between them.
+    command.upgrade(alembic_config(database), "heads")
     log.info("database schema is at the latest migration")
