@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 
 from stldata.runtime import Runtime
 
-from conftest import CRIME_SAMPLES, ingest, project, query
+from conftest import CRIME_SAMPLES, ROOT, ingest, project, query
 
 GOOD = "january2017.csv"
 
@@ -207,3 +208,23 @@ def test_an_ingest_killed_midway_is_aborted_by_the_next(stored: Runtime) -> None
     assert query(stored, "SELECT status FROM snapshots WHERE id = 2")[0][0] == "aborted"
     assert query(stored, "SELECT count(*) FROM stage_ds_slmpd_crime")[0][0] == 0
     assert query(stored, "SELECT status FROM snapshots WHERE id = 3")[0][0] == "committed"
+
+
+def test_one_unusable_dataset_does_not_stop_ingest_all(runtime: Runtime, tmp_path: Path
+                                                       ) -> None:
+    # A catalog entry whose source cannot be found (as `stldata add` leaves for a file that
+    # later moved) beside two good ones: --all ingests the good ones and names the bad one.
+    catalog = tmp_path / "catalog"
+    catalog.mkdir()
+    for name in ("slmpd-neighborhood-districts.toml", "stl-aldermen-meetings.toml"):
+        shutil.copy(ROOT / "catalog" / name, catalog / name)
+    text = (ROOT / "catalog" / "stl-aldermen-meetings.toml").read_text()
+    moved = text.replace('id = "stl-aldermen-meetings"', 'id = "aaa-moved"')
+    moved = re.sub(r"samples = \[[^\]]*\]", "samples = []", moved)
+    (catalog / "aaa-moved.toml").write_text(moved)
+
+    done = run_cli(runtime, "ingest", "--all", env={"STLDATA_CATALOG_DIR": str(catalog)})
+    assert done.returncode == 1
+    assert "error: aaa-moved: " in done.stderr and "Traceback" not in done.stderr
+    assert "slmpd-neighborhood-districts: snapshot" in done.stdout
+    assert "stl-aldermen-meetings: snapshot" in done.stdout

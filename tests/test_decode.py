@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import csv
 import io
 
 import pytest
@@ -39,3 +40,13 @@ def test_binary_file_is_an_error() -> None:
 def test_a_declared_encoding_that_does_not_fit_is_named() -> None:
     with pytest.raises(SourceError, match=r"bytes 6-6 are not valid utf-8"):
         list(text_lines(io.BytesIO(b"A,B\r\nO\x92B\r\n"), "test.csv", "utf-8"))
+
+
+def test_bare_carriage_returns_end_lines_as_old_mac_exports_do() -> None:
+    data = b"code,name\r110,Homicide\r120,\"Rape\rforcible\"\r\n130,Robbery\r"
+    lines = list(text_lines(io.BytesIO(data), "ucr.csv"))
+    assert lines == ["code,name\r", "110,Homicide\r", "120,\"Rape\r", "forcible\"\r\n",
+                     "130,Robbery\r"]
+    rows = list(csv.reader(lines))
+    assert rows == [["code", "name"], ["110", "Homicide"], ["120", "Rape\rforcible"],
+                    ["130", "Robbery"]]

@@ -20,8 +20,10 @@ def test_every_setting_is_in_the_readme() -> None:
 
 def test_bundled_catalog_loads_and_its_samples_exist() -> None:
     catalog = Catalog.load(ROOT / "catalog")
-    assert {d.id for d in catalog} == {"slmpd-crime", "csb-311", "ucity-crime",
-                                         "stl-aldermen-meetings", "slmpd-neighborhood-districts"}
+    assert {d.id for d in catalog} == {
+        "slmpd-crime", "csb-311", "ucity-crime", "stl-aldermen-meetings",
+        "slmpd-neighborhood-districts", "stl-neighborhoods", "arpa-direct-aid-by-zip",
+        "metro-stops", "metro-routes", "stl-census-tracts-1940-1970"}
     for dataset in catalog:
         assert dataset.source.url.startswith("https://")
         for pattern in dataset.source.samples:

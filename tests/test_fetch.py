@@ -52,3 +52,23 @@ def test_unreachable_host_is_a_clear_error(runtime: Runtime) -> None:
     # Port 9 on loopback: nothing listens, so the connection is refused at once.
     with pytest.raises(FetchError, match="fetch failed after 3 attempts"):
         ingest(runtime, "csb-311", "http://127.0.0.1:9/2019.csv")
+
+
+@pytest.mark.parametrize(("url", "content_type", "name"), [
+    ("http://127.0.0.1/export?id=7", "text/csv; charset=utf-8", "export.csv"),
+    ("http://127.0.0.1/api/items", "application/json", "items.json"),
+    ("http://127.0.0.1/layers/hoods", "application/geo+json", "hoods.geojson"),
+    ("http://127.0.0.1/download", "application/zip", "download.zip"),
+    ("http://127.0.0.1/crime.csv", "text/plain", "crime.csv"),
+    ("http://127.0.0.1/report.PDF", "application/octet-stream", "report.PDF"),
+    ("http://127.0.0.1/raw", "application/octet-stream", "raw"),
+])
+def test_downloads_without_a_suffix_are_named_by_content_type(url: str, content_type: str,
+                                                              name: str) -> None:
+    from email.message import Message
+
+    from stldata.ingest.sources import _download_name
+
+    headers = Message()
+    headers["Content-Type"] = content_type
+    assert _download_name(url, headers) == name

@@ -145,3 +145,19 @@ def test_unreadable_pdfs_fail_clearly_and_keep_stored_data(
     assert str(raised.value).startswith(f"{FAQ.name}: {message}")
     assert query(runtime, state) == before
 
+
+
+def test_empty_and_non_pdf_files_are_named_without_parser_internals(tmp_path: Path) -> None:
+    source = listing().source
+    empty = tmp_path / "empty.pdf"
+    empty.write_bytes(b"")
+    with pytest.raises(SourceError) as raised:
+        parse(empty, source)
+    assert str(raised.value) == "empty.pdf: file is empty; expected a PDF"
+    text = tmp_path / "notes.pdf"
+    text.write_bytes(b"just some words, no PDF structure at all\n")
+    with pytest.raises(SourceError) as raised:
+        parse(text, source)
+    message = str(raised.value)
+    assert message.startswith("notes.pdf: not a readable PDF (")
+    assert "Error(" not in message and "PDFSyntaxError" not in message

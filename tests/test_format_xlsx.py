@@ -32,7 +32,8 @@ def ucity() -> Dataset:
 def parse(path: Path, source: Source | None = None) -> dict[str, tuple[list[str], list[RawRow]]]:
     """Sheet name -> (header, rows) as the parser yields them."""
     tables = {}
-    for table in parser_for("xlsx")(path, path.name, source or ucity().source):
+    options = source or ucity().source
+    for table in parser_for(options.format)(path, path.name, options):
         rows = list(table.rows)
         assert all(isinstance(r, RawRow) for r in rows)
         tables[table.label.removeprefix("sheet ")] = (table.header, rows)  # type: ignore[misc]
@@ -136,7 +137,7 @@ def test_truncated_workbook_fails_clearly_and_keeps_stored_data(stored: Runtime,
     with pytest.raises(SourceError) as raised:
         ingest(stored, "ucity-crime", bad)
     project(stored)
-    assert str(raised.value).startswith(f"{NORTH_EAST.name}: not a readable .xlsx workbook")
+    assert str(raised.value).startswith(f"{NORTH_EAST.name}: not a readable Excel workbook")
     assert _state(stored) == before
 
 
@@ -220,3 +221,37 @@ def test_bad_sheet_options_are_named(tmp_path: Path, options: str, problem: str)
     with pytest.raises(CatalogError) as raised:
         load_dataset(path)
     assert problem in str(raised.value) and "bad.toml" in str(raised.value)
+
+
+def test_legacy_xls_workbooks_read_like_xlsx(tmp_path: Path) -> None:
+    # A BIFF8 .xls as older City and County exports are: merged title, header below it,
+    # a date before 1970 and two month sheets, written with xlwt, read by the same parser.
+    import xlwt
+
+    book = xlwt.Workbook()
+    as_date = xlwt.easyxf(num_format_str="YYYY-MM-DD")
+    for sheet, block in (("JANUARY", 7200), ("February", 1000)):
+        ws = book.add_sheet(sheet)
+        ws.write_merge(0, 0, 0, 2, "Crime by block (TOTAL 2)")
+        for col, title in enumerate(["LOCATION", "STREET", "REPORTED"]):
+            ws.write(1, col, title)
+        ws.write(2, 0, block)
+        ws.write(2, 1, "DELMAR")
+        ws.write(2, 2, date(1965, 3, 2), as_date)
+        ws.write(3, 0, "INCIDENTS:")
+    path = tmp_path / "old.xls"
+    book.save(str(path))
+
+    source = Source(url="", format="xls", sheets=("january", "february"),
+                    skip_rows=("INCIDENTS:",), header_names=("location", "street"))
+    tables = parse(path, source)
+    assert list(tables) == ["JANUARY", "February"]
+    header, rows = tables["JANUARY"]
+    assert header == ["LOCATION", "STREET", "REPORTED", "workbook", "sheet"]
+    assert [r.cells for r in rows] == [["7200", "DELMAR", "1965-03-02", "old.xls", "JANUARY"]]
+    assert [r.cells[0] for r in tables["February"][1]] == ["1000"]
+
+    broken = tmp_path / "broken.xls"
+    broken.write_bytes(path.read_bytes()[:600])
+    with pytest.raises(SourceError, match="broken.xls: not a readable Excel workbook"):
+        list(parser_for("xls")(broken, broken.name, source))

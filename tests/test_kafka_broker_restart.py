@@ -149,7 +149,7 @@ def test_broker_restart_mid_ingest_never_exposes_a_partial_snapshot(
 
         # The impatient ingest fails loudly while the broker is away...
         assert hasty.wait(60) == 1, hasty.text()
-        assert "error: Kafka (" in hasty.text() and "not delivered" in hasty.text()
+        assert "error: csb-311: Kafka (" in hasty.text() and "not delivered" in hasty.text()
         assert patient.alive() and projector.alive()
 
         broker.run("start")

@@ -38,11 +38,12 @@ def test_csv_cells_round_trip_in_any_city_encoding(tmp_path_factory: object,
     path.write_bytes(data)
 
     # Declared, the encoding always round-trips. Detected ("auto", per line), cp1252 text
-    # round-trips unless its bytes also happen to be valid UTF-8 ("Ã©" and the like), an
-    # ambiguity no detector can settle: such sources declare encoding = "cp1252".
+    # round-trips unless the bytes of one of its lines also happen to be valid UTF-8 ("Ã©",
+    # "Â" before a no-break space and the like), an ambiguity no detector can settle:
+    # such sources declare encoding = "cp1252".
     declared = {"utf-8-sig": "utf-8"}.get(encoding, encoding)
     for option in (declared, "auto"):
-        if option == "auto" and encoding == "cp1252" and _is_utf8(data):
+        if option == "auto" and encoding == "cp1252" and _has_utf8_line(data):
             continue
         [table] = list(tables(path, "x.csv", Source(url="", encoding=option)))
         read = [r.cells for r in table.rows if isinstance(r, RawRow)]
@@ -50,12 +51,16 @@ def test_csv_cells_round_trip_in_any_city_encoding(tmp_path_factory: object,
         assert read == rows
 
 
-def _is_utf8(data: bytes) -> bool:
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return any(b > 127 for b in data)
+def _has_utf8_line(data: bytes) -> bool:
+    """Whether some line holds non-ASCII bytes that also decode as UTF-8."""
+    for line in data.split(b"\n"):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        if any(b > 127 for b in line):
+            return True
+    return False
 
 
 @settings(max_examples=200, deadline=None)

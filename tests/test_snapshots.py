@@ -114,12 +114,17 @@ def test_duplicate_request_ids_keep_the_last_row_and_say_so(runtime: Runtime) ->
 
 def test_a_record_held_by_two_files_survives_one_dropping_it(runtime: Runtime,
                                                             tmp_path: Path) -> None:
-    """Request 1055020 is in both the January 2018 file and the mixed-years file."""
+    """Request 1055020 is in both the January 2018 file and the mixed-years file; when the
+    file that won drops it, the record goes back to the other file's row."""
     from conftest import CSB_SAMPLES
 
-    ingest(runtime, "csb-311")
+    january, mixed = "csb_requests_2018-01.csv", "csb_testdata_mixed_years.csv"
+    ingest(runtime, "csb-311", CSB_SAMPLES / january)
+    ingest(runtime, "csb-311", CSB_SAMPLES / mixed)
     project(runtime)
     before = query(runtime, "SELECT count(*) FROM ds_csb_311")[0][0]
+    assert query(runtime, "SELECT _partition FROM ds_csb_311 WHERE request_id = 1055020"
+                 ) == [(mixed,)]
 
     def without_request(name: str) -> Path:
         lines = (CSB_SAMPLES / name).read_text().splitlines(keepends=True)
@@ -128,13 +133,16 @@ def test_a_record_held_by_two_files_survives_one_dropping_it(runtime: Runtime,
         (tmp_path / name).write_text("".join(kept))
         return tmp_path / name
 
-    ingest(runtime, "csb-311", without_request("csb_testdata_mixed_years.csv"))
+    ingest(runtime, "csb-311", without_request(mixed))
     project(runtime)
-    held = query(runtime, "SELECT _partition FROM ds_csb_311 WHERE request_id = 1055020")
-    assert held == [("csb_requests_2018-01.csv",)]
+    january_line = next(n for n, line in enumerate(
+        (CSB_SAMPLES / january).read_text().splitlines(), start=1) if "1055020" in line)
+    held = query(runtime, "SELECT _partition, _line FROM ds_csb_311 "
+                          "WHERE request_id = 1055020")
+    assert held == [(january, january_line)]
     assert query(runtime, "SELECT count(*) FROM ds_csb_311")[0][0] == before
 
-    ingest(runtime, "csb-311", without_request("csb_requests_2018-01.csv"))
+    ingest(runtime, "csb-311", without_request(january))
     project(runtime)
     assert query(runtime, "SELECT count(*) FROM ds_csb_311 WHERE request_id = 1055020"
                  )[0][0] == 0

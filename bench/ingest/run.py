@@ -571,6 +571,15 @@ def code_state() -> dict[str, Any]:
             "uncommitted_sha256": hashlib.sha256(diff.encode()).hexdigest()[:16]}
 
 
+def tree_digest(root: Path | None) -> str:
+    """A digest of every Python file under ``root``, to see that it did not change."""
+    digest = hashlib.sha256()
+    for path in sorted((root or PROJECT_ROOT).rglob("*.py")):
+        digest.update(str(path.relative_to(root or PROJECT_ROOT)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def export_commit(revision: str, into: Path) -> dict[str, Any]:
     """Unpack ``revision``'s src/ and catalog/ into ``into``, for a run on fixed code."""
     archive = subprocess.run(["git", "archive", "--format=tar", revision, "src", "catalog"],
@@ -641,6 +650,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commit", metavar="REV",
                         help="measure this commit's src/ and catalog/ (exported to the temp "
                              "folder) instead of the working tree, which may change mid-run")
+    parser.add_argument("--src", type=Path, metavar="DIR",
+                        help="measure the stldata package under DIR (a copy of src/, e.g. "
+                             "the working tree with one change undone, for an A/B run) "
+                             "instead of the working tree")
     parser.add_argument("--out-dir", type=Path, default=PROJECT_ROOT / "bench" / "out",
                         help="where the JSON result goes (default bench/out)")
     parser.add_argument("--systems", type=parse_systems, default=list(SYSTEMS),
@@ -667,7 +680,17 @@ def main(argv: list[str] | None = None) -> int:
         # Someone may be editing src/ while this runs: either pin a commit, or record the
         # working tree's state before and after so a change shows in the report.
         code_src: Path | None = None
-        if args.commit:
+        if args.commit and args.src:
+            raise SystemExit("--commit and --src are exclusive")
+        if args.src:
+            code_src = args.src.resolve()
+            if not (code_src.parent / "catalog").is_dir():
+                # stldata finds its catalog beside src/, as in a checkout.
+                raise SystemExit(f"--src {code_src}: no catalog/ beside it; copy one there")
+            code_before = {"src": str(code_src), "dirty": None,
+                           "src_sha256": tree_digest(code_src)}
+            sys.path.insert(0, str(code_src))
+        elif args.commit:
             code_before = export_commit(args.commit, workdir / "code")
             code_src = workdir / "code" / "src"
             # Ahead of the editable install, here and (through PYTHONPATH) in every step.
@@ -711,7 +734,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"{result.system}: {result.verified_rows:,} rows queryable, "
                                  f"expected {rows:,}")
 
-        code_after = code_before if args.commit else code_state()
+        code_after = (code_before if args.commit
+                      else {**code_before, "src_sha256": tree_digest(code_src)} if args.src
+                      else code_state())
         print_table(results)
         if code_after != code_before:
             print("\nwarning: src/ or catalog/ changed during the run; the loads may not "

@@ -17,10 +17,11 @@ from typing import Any, Literal
 from stldata.errors import ConfigurationError
 
 ColumnType = Literal["text", "integer", "number", "boolean", "date", "datetime", "month",
-                     "auto"]
+                     "geometry", "auto"]
 #: ``auto`` is inferred from the whole first source the column appears in, then pinned.
+#: ``geometry`` is a GeoJSON geometry object in WGS84 longitude/latitude.
 COLUMN_TYPES: tuple[str, ...] = (
-    "text", "integer", "number", "boolean", "date", "datetime", "month", "auto"
+    "text", "integer", "number", "boolean", "date", "datetime", "month", "geometry", "auto"
 )
 
 #: Column names become SQL identifiers, so they are kept to a safe, predictable shape.
@@ -52,6 +53,10 @@ class Column:
     values: dict[str, str] = field(default_factory=dict)
     #: This column is computed from another column of the same row instead of read.
     derive_from: str | None = None
+    #: (pattern, replacement) rules: the first pattern matching the whole raw value
+    #: rewrites it to the replacement (``\1`` and ``\g<name>`` refer to its groups)
+    #: before the type is applied; a value no pattern matches is quarantined.
+    normalize: tuple[tuple[str, str], ...] = ()
     index: bool = False
 
 
@@ -66,6 +71,23 @@ class Geometry:
     latitude: str = "latitude"
     #: lon/lat box outside which a point is treated as a geocoding error.
     bounds: tuple[float, float, float, float] = (-91.5, 38.0, -89.5, 39.5)
+
+
+@dataclass(frozen=True)
+class Join:
+    """Columns taken from another file whose rows match the source's rows on a key."""
+
+    file: str
+    format: str
+    #: Header of the key in the source (matched like column aliases).
+    on: str
+    #: Header of the key in the join file.
+    join_on: str
+    #: Headers of the join file to add; empty takes every one but the key.
+    columns: tuple[str, ...] = ()
+    encoding: str = "auto"
+    #: JSON: where the records sit in the join file, like ``data.items``.
+    records_path: str = ""
 
 
 @dataclass(frozen=True)
@@ -92,9 +114,30 @@ class Source:
     base_url: str = ""
     #: PDF pages to read, 1-based: ``"9-10"``, ``"1,3"``; empty reads every page.
     pages: str = ""
+    #: JSON: dotted path to the array of records in an API response, like ``data.items``.
+    records_path: str = ""
+    #: GeoJSON and shapefile: the CRS of the coordinates when the file states none (or
+    #: states a wrong one), like ``EPSG:26915``; it overrides what the file says.
+    crs: str = ""
+    #: Files joined to every row of the source by a key (a ZIP code, a neighborhood).
+    joins: tuple[Join, ...] = ()
+    #: Which members of a ZIP archive are source files: names or glob patterns, matched
+    #: case-insensitively against the member's path if the pattern has a ``/``, else its
+    #: file name; empty uses ``file_pattern``.
+    members: tuple[str, ...] = ()
     #: Every column name and alias of the dataset, so a parser can find a header row
     #: below title rows; filled in by :func:`load_dataset`.
     header_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """A declared aggregate, kept up to date as snapshots are applied; see
+    :mod:`stldata.projection.aggregates`. Terms are texts like ``month(date_occur)``."""
+
+    name: str
+    group_by: tuple[str, ...]
+    metrics: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -112,6 +155,7 @@ class Dataset:
     timezone: str = "America/Chicago"
     geometry: Geometry | None = None
     catalog_path: str = ""
+    aggregates: tuple[Aggregate, ...] = ()
 
     @property
     def table_name(self) -> str:
@@ -159,6 +203,26 @@ def _tuple(value: Any, where: str, path: Path) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _normalize_rules(raw: Any, name: str, path: Path) -> tuple[tuple[str, str], ...]:
+    where = f"column {name}: normalize"
+    if not isinstance(raw, list):
+        raise CatalogError(path, f"{where} must be a list of {{pattern, replace}} tables")
+    rules: list[tuple[str, str]] = []
+    for rule in raw:
+        if (not isinstance(rule, dict) or set(rule) != {"pattern", "replace"}
+                or not all(isinstance(v, str) for v in rule.values())):
+            raise CatalogError(path, f"{where}: each rule is a table with a 'pattern' and a "
+                                     f"'replace' string, not {rule!r}")
+        try:
+            # Substituting into "" checks the replacement's group references too.
+            re.compile(rule["pattern"]).sub(rule["replace"], "")
+        except re.error as exc:
+            raise CatalogError(path, f"{where}: rule {rule['pattern']!r} -> "
+                                     f"{rule['replace']!r} is not valid: {exc}") from None
+        rules.append((rule["pattern"], rule["replace"]))
+    return tuple(rules)
+
+
 def _column(raw: dict[str, Any], path: Path) -> Column:
     name = raw.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
@@ -171,7 +235,7 @@ def _column(raw: dict[str, Any], path: Path) -> Column:
         raise CatalogError(path, f"column {name}: values must be a table of spelling = value")
 
     known = {"name", "type", "description", "aliases", "required", "null_values", "formats",
-             "ignore_zone", "values", "derive_from", "index"}
+             "ignore_zone", "values", "derive_from", "index", "normalize"}
     unknown = set(raw) - known
     if unknown:
         raise CatalogError(path, f"column {name}: unknown keys {sorted(unknown)}")
@@ -187,6 +251,7 @@ def _column(raw: dict[str, Any], path: Path) -> Column:
         ignore_zone=bool(raw.get("ignore_zone", False)),
         values={str(k).casefold(): str(v) for k, v in values.items()},
         derive_from=raw.get("derive_from"),
+        normalize=_normalize_rules(raw.get("normalize", []), name, path),
         index=bool(raw.get("index", False)),
     )
 
@@ -225,7 +290,94 @@ def _source_layout(src: dict[str, Any], path: Path) -> dict[str, Any]:
                                  "like '9-10' or '1,3'")
     return {"sheets": _tuple(src.get("sheets"), "source.sheets", path),
             "header_row": header_row, "skip_rows": skip_rows, "table": table,
-            "base_url": base_url, "pages": pages}
+            "base_url": base_url, "pages": pages, **_source_geo(src, path)}
+
+
+def _check_crs(crs: str, where: str, path: Path) -> None:
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    try:
+        CRS.from_user_input(crs)
+    except CRSError:
+        raise CatalogError(path, f"{where} {crs!r} is not a coordinate reference system "
+                                 "pyproj knows (try EPSG:26915 or a WKT string)") from None
+
+
+def _source_geo(src: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The options of JSON, GeoJSON and shapefile sources, and joins, validated."""
+    records_path = src.get("records_path", "")
+    if not isinstance(records_path, str) or (records_path and not all(
+            records_path.split("."))):
+        raise CatalogError(path, f"source.records_path {records_path!r} must be dotted "
+                                 "member names, like 'data.items'")
+    crs = src.get("crs", "")
+    if not isinstance(crs, str):
+        raise CatalogError(path, "source.crs must be a string, like 'EPSG:26915'")
+    if crs:
+        _check_crs(crs, "source.crs", path)
+    raw_joins = src.get("joins", [])
+    if not isinstance(raw_joins, list) or not all(isinstance(j, dict) for j in raw_joins):
+        raise CatalogError(path, "source.joins must be a list of [[source.joins]] tables")
+    return {"records_path": records_path, "crs": crs,
+            "joins": tuple(_join(j, n, path) for n, j in enumerate(raw_joins, 1))}
+
+
+def _join(raw: dict[str, Any], number: int, path: Path) -> Join:
+    where = f"source.joins #{number}"
+    unknown = set(raw) - {"file", "format", "on", "join_on", "columns", "encoding",
+                          "records_path"}
+    if unknown:
+        raise CatalogError(path, f"{where}: unknown keys {sorted(unknown)}")
+    for key in ("file", "format", "on"):
+        if not isinstance(raw.get(key), str) or not raw[key].strip():
+            raise CatalogError(path, f"{where}: {key!r} is required (a string)")
+    on = str(raw["on"])
+    join_on = raw.get("join_on", on)
+    if not isinstance(join_on, str) or not join_on.strip():
+        raise CatalogError(path, f"{where}: join_on must be a column name of the join file")
+    return Join(file=str(raw["file"]), format=str(raw["format"]), on=on, join_on=join_on,
+                columns=_tuple(raw.get("columns"), f"{where}: columns", path),
+                encoding=str(raw.get("encoding", "auto")),
+                records_path=str(raw.get("records_path", "")))
+
+
+def _aggregates(raw: Any, columns: tuple[Column, ...], geometry: Geometry | None,
+                path: Path) -> tuple[Aggregate, ...]:
+    """``[[aggregates]]`` tables, their terms checked against the columns."""
+    from stldata.aggregation import TermError, parse_group, parse_metric
+
+    if not isinstance(raw, list) or not all(isinstance(a, dict) for a in raw):
+        raise CatalogError(path, "aggregates must be a list of [[aggregates]] tables")
+    types: dict[str, str] = {c.name: c.type for c in columns}
+    if geometry:
+        types.update({geometry.longitude: "number", geometry.latitude: "number"})
+    out: list[Aggregate] = []
+    for number, table in enumerate(raw, 1):
+        name = table.get("name")
+        if not isinstance(name, str) or not re.match(r"^[a-z][a-z0-9_]{0,29}$", name):
+            raise CatalogError(path, f"aggregates #{number}: name {name!r} must be "
+                                     "lower_snake_case, at most 30 characters")
+        unknown = set(table) - {"name", "group_by", "metrics"}
+        if unknown:
+            raise CatalogError(path, f"aggregate {name}: unknown keys {sorted(unknown)}")
+        group_by = _tuple(table.get("group_by"), f"aggregate {name}: group_by", path)
+        metrics = _tuple(table.get("metrics"), f"aggregate {name}: metrics", path)
+        if not group_by or not metrics:
+            raise CatalogError(path, f"aggregate {name}: group_by and metrics are required")
+        try:
+            groups = [parse_group(g, types) for g in group_by]
+            parsed = [parse_metric(m, types) for m in metrics]
+        except TermError as exc:
+            raise CatalogError(path, f"aggregate {name}: {exc}") from None
+        names = [t.name for t in groups] + [m.name for m in parsed]
+        if len(set(names)) != len(names):
+            raise CatalogError(path, f"aggregate {name}: terms repeat or share a name")
+        out.append(Aggregate(name, tuple(t.text for t in groups),
+                             tuple(m.text for m in parsed)))
+    if len({a.name for a in out}) != len(out):
+        raise CatalogError(path, "aggregate names repeat")
+    return tuple(out)
 
 
 def load_dataset(path: Path) -> Dataset:
@@ -245,19 +397,28 @@ def load_dataset(path: Path) -> Dataset:
     columns = tuple(_column(c, path) for c in raw["columns"])
     source = Source(
         url=str(src.get("url", "")),
-        format=str(src.get("format", "csv")),
+        # Left out (or "auto"), the format and delimiter are sniffed from each file.
+        format=str(src.get("format", "auto")),
         encoding=str(src.get("encoding", "auto")),
-        delimiter=str(src.get("delimiter", ",")),
+        delimiter=str(src.get("delimiter", "auto" if src.get("format", "auto") == "auto"
+                              else ",")),
         null_values=_tuple(src.get("null_values", [""]), "source.null_values", path),
         samples=_tuple(src.get("samples"), "source.samples", path),
-        file_pattern=str(src.get("file_pattern", "*.csv")),
+        file_pattern=str(src.get("file_pattern", "*" if src.get("format", "auto") == "auto"
+                                 else "*.csv")),
+        members=_tuple(src.get("members"), "source.members", path),
         header_names=tuple(n for c in columns for n in (c.name, *c.aliases)),
         **_source_layout(src, path),
     )
     from stldata.ingest.formats import FORMATS
 
-    if source.format not in FORMATS:
-        raise CatalogError(path, f"source.format {source.format!r} is not one of {FORMATS}")
+    if source.format != "auto" and source.format not in FORMATS:
+        raise CatalogError(path, f"source.format {source.format!r} is not 'auto' nor one of "
+                                 f"{FORMATS}")
+    for number, join in enumerate(source.joins, 1):
+        if join.format not in FORMATS:
+            raise CatalogError(path, f"source.joins #{number}: format {join.format!r} is not "
+                                     f"one of {FORMATS}")
 
     names = [c.name for c in columns]
     if len(set(names)) != len(names):
@@ -305,6 +466,7 @@ def load_dataset(path: Path) -> Dataset:
         timezone=str(raw.get("timezone", "America/Chicago")),
         geometry=geometry,
         catalog_path=str(path),
+        aggregates=_aggregates(raw.get("aggregates", []), columns, geometry, path),
     )
 
 

@@ -107,10 +107,9 @@ def ingest(dataset_ids: tuple[str, ...], source: str | None, all_: bool) -> None
     """Publish a dataset's source to the log as a new snapshot.
 
     Byte-identical sources make no new snapshot. Exits non-zero when a source file is
-    unusable as a whole; single bad rows and cells are quarantined instead.
+    unusable as a whole; single bad rows and cells are quarantined instead. With several
+    datasets, one that fails does not stop the others.
     """
-    from stldata.ingest.ingester import Ingester
-
     if not dataset_ids and not all_:
         raise click.UsageError("name a DATASET or pass --all")
     if source and (all_ or len(dataset_ids) > 1):
@@ -118,14 +117,66 @@ def ingest(dataset_ids: tuple[str, ...], source: str | None, all_: bool) -> None
     rt = _runtime()
     targets = [d.id for d in rt.catalog] if all_ else list(dataset_ids)
     datasets = [rt.catalog.get(i) for i in targets]
+    failed = _ingest_each(rt, datasets, source)
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+def _ingest_each(rt: Any, datasets: list[Any], source: str | None = None) -> list[str]:
+    """Ingest each dataset in turn; one whose source is unusable is reported on stderr
+    and skipped, so it cannot keep the others from being ingested. Returns the ids of
+    the datasets that failed."""
+    from stldata.ingest.ingester import Ingester
+
+    failed = []
     producer = rt.producer()
     try:
         ingester = Ingester(rt.settings, rt.database, producer)
         for dataset in datasets:
-            summary = ingester.ingest(dataset, source, progress=_progress_bar(dataset.id))
+            try:
+                summary = ingester.ingest(dataset, source,
+                                          progress=_progress_bar(dataset.id))
+            except StlDataError as exc:
+                click.echo(f"error: {dataset.id}: {exc}", err=True)
+                failed.append(dataset.id)
+                continue
             click.echo(summary.line())
     finally:
         producer.close()
+    return failed
+
+
+@main.command()
+@click.argument("dataset_id", metavar="DATASET")
+@click.option("--source", required=True, help="The file or http(s) URL to describe.")
+@click.option("--title", help="Title of the dataset (default: from the file name).")
+@click.option("--format", "fmt", help="Format, when sniffing should not decide "
+              "(csv, xlsx, html, pdf, json, ...).")
+@click.option("--key", help="Comma-separated key columns (default: a unique column, "
+              "else the whole row).")
+@click.option("--force", is_flag=True, help="Replace an existing catalog entry.")
+@click.option("--dry-run", is_flag=True, help="Print the catalog entry; write nothing.")
+def add(dataset_id: str, source: str, title: str | None, fmt: str | None, key: str | None,
+        force: bool, dry_run: bool) -> None:
+    """Describe a new source, write its catalog entry, ingest it and serve it.
+
+    The format is sniffed, the header found, column types inferred from every value and
+    a record key proposed; the entry is written to the catalog folder with comments to
+    review. An existing entry is only replaced with --force.
+    """
+    from stldata.catalog_writer import add_dataset
+
+    keys = [k.strip() for k in key.split(",") if k.strip()] if key else None
+    added = add_dataset(get_settings(), dataset_id, source, title=title, fmt=fmt, key=keys,
+                        force=force, dry_run=dry_run)
+    if dry_run:
+        click.echo(added.toml, nl=False)
+        return
+    click.echo(f"wrote {added.path}")
+    if added.summary is not None:
+        click.echo(added.summary.line())
+    click.echo(f"served at /api/v1/datasets/{dataset_id}/records (restart a running "
+               "`stldata serve` or `stldata up` to pick up the new catalog entry)")
 
 
 @main.command()
@@ -150,7 +201,7 @@ def project(until_idle: bool) -> None:
         pass
 
 
-def _serve_until_stopped(app: Any, host: str, port: int) -> None:
+def _serve_until_stopped(app: Any, host: str, port: int, name: str = "STL Data API") -> None:
     """Serve on a threaded WSGI server until SIGINT or SIGTERM."""
     from werkzeug.serving import make_server
 
@@ -164,7 +215,7 @@ def _serve_until_stopped(app: Any, host: str, port: int) -> None:
     # Installed explicitly: a shell that starts us in the background ignores SIGINT.
     signal.signal(signal.SIGINT, stop_serving)
     signal.signal(signal.SIGTERM, stop_serving)
-    click.echo(f"STL Data API on http://{host}:{port}/ (Swagger UI at "
+    click.echo(f"{name} on http://{host}:{port}/ (Swagger UI at "
                f"http://{host}:{port}/docs); Ctrl-C stops")
     sys.stdout.flush()
     server.serve_forever()
@@ -183,28 +234,89 @@ def serve(port: int | None, host: str | None) -> None:
                          port or rt.settings.api_port)
 
 
+@main.command("command-serve")
+@click.option("--port", type=click.IntRange(1, 65535),
+              help="Port (default STLDATA_COMMAND_PORT, 5005).")
+@click.option("--host", help="Address (default STLDATA_COMMAND_HOST, 127.0.0.1).")
+def command_serve(port: int | None, host: str | None) -> None:
+    """Run the command API alone: ingests over HTTP, guarded by API keys.
+
+    Run `stldata project` beside it so that ingested snapshots reach the read API.
+    """
+    from stldata.command.app import create_command_app
+
+    rt = _runtime()
+    _serve_until_stopped(create_command_app(rt), host or rt.settings.command_host,
+                         port or rt.settings.command_port, name="STL Data command API")
+
+
+@main.group()
+def keys() -> None:
+    """Create, list and revoke API keys of the command API."""
+
+
+def _key_store() -> Any:
+    from stldata.command.keys import KeyStore
+
+    return KeyStore(_runtime().database.engine(pool_size=1))
+
+
+@keys.command("create")
+@click.option("--name", required=True, help="Who or what the key is for.")
+@click.option("--scope", "scopes", multiple=True, default=("ingest",), show_default=True,
+              type=click.Choice(["ingest", "read"]),
+              help="ingest: start ingests and follow them; read: follow them only. Repeat "
+                   "for several.")
+def keys_create(name: str, scopes: tuple[str, ...]) -> None:
+    """Create a key and print it once; only its hash is stored."""
+    key, token = _key_store().create(name, list(scopes))
+    click.echo(f"created key {key.id} {key.name!r} with scope {', '.join(key.scopes)}; "
+               "it is shown only now:", err=True)
+    click.echo(token)
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """List keys: id, name, scopes, created, last used, revoked (never the key itself)."""
+    for key in _key_store().list():
+        used = key.last_used_at.isoformat(timespec="seconds") if key.last_used_at else "never"
+        revoked = (f"revoked {key.revoked_at.isoformat(timespec='seconds')}"
+                   if key.revoked_at else "active")
+        click.echo(f"{key.id:>4}  {key.name:24} {','.join(key.scopes):14} stl_{key.prefix}_… "
+                   f"created {key.created_at.isoformat(timespec='seconds')}  used {used}  "
+                   f"{revoked}")
+
+
+@keys.command("revoke")
+@click.argument("key_id", type=int, metavar="ID")
+def keys_revoke(key_id: int) -> None:
+    """Revoke a key; requests with it get 403 from then on."""
+    key = _key_store().revoke(key_id)
+    click.echo(f"revoked key {key.id} {key.name!r}")
+
+
 @main.command()
 @click.option("--port", type=click.IntRange(1, 65535),
               help="Port (default STLDATA_API_PORT, 5001).")
 @click.option("--no-ingest", is_flag=True, help="Serve what is stored without ingesting.")
-def up(port: int | None, no_ingest: bool) -> None:
-    """Run the whole main job: ingest the catalog, project it, serve the API.
+@click.option("--command-port", type=click.IntRange(1, 65535),
+              help="Port of the command API (default STLDATA_COMMAND_PORT, 5005).")
+def up(port: int | None, no_ingest: bool, command_port: int | None) -> None:
+    """Run the whole main job: ingest the catalog, project it, serve the read API and the
+    command API (port 5005).
 
     The projector keeps running beside the API, so later ingests show up. Ctrl-C stops
     everything, the embedded PostgreSQL included.
     """
     from stldata.api.app import create_app
-    from stldata.ingest.ingester import Ingester
 
     rt = _runtime()
     if not no_ingest:
-        producer = rt.producer()
-        try:
-            ingester = Ingester(rt.settings, rt.database, producer)
-            for dataset in rt.catalog:
-                click.echo(ingester.ingest(dataset, progress=_progress_bar(dataset.id)).line())
-        finally:
-            producer.close()
+        failed = _ingest_each(rt, list(rt.catalog))
+        if failed:
+            # What is stored for them is still served; the rest of the catalog is fresh.
+            log.warning("not ingested: %s (see the errors above); serving what is stored "
+                        "for them", ", ".join(failed))
 
     from stldata.projection.projector import run_supervised
 
@@ -217,14 +329,30 @@ def up(port: int | None, no_ingest: bool) -> None:
     background = threading.Thread(target=run_supervised, args=(rt.projector,),
                                   kwargs={"stop": stop}, name="projector", daemon=True)
     background.start()
+    command_server = _start_command_api(rt, command_port or rt.settings.command_port)
 
     try:
         _serve_until_stopped(create_app(rt), rt.settings.api_host,
                              port or rt.settings.api_port)
     finally:
+        command_server.shutdown()
         stop.set()
         background.join(timeout=10)
         click.echo("stopped", err=True)
+
+
+def _start_command_api(rt: Any, port: int) -> Any:
+    """Serve the command API from a background thread; the caller shuts it down."""
+    from werkzeug.serving import make_server
+
+    from stldata.command.app import create_command_app
+
+    host = rt.settings.command_host
+    server = make_server(host, port, create_command_app(rt), threaded=True)
+    threading.Thread(target=server.serve_forever, name="command-api", daemon=True).start()
+    click.echo(f"STL Data command API on http://{host}:{port}/ (Swagger UI at "
+               f"http://{host}:{port}/docs)")
+    return server
 
 
 @main.command()

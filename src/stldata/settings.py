@@ -63,6 +63,58 @@ class Settings(BaseSettings):
     max_source_bytes: int = Field(
         2_000_000_000, gt=0, description="Largest source file the ingester will fetch or read."
     )
+    zip_max_total_bytes: int = Field(
+        4_000_000_000, gt=0, description="Most bytes the chosen members of one ZIP archive may "
+        "inflate to, together."
+    )
+    zip_max_ratio: float = Field(
+        200.0, gt=1, description="Highest compression ratio of a ZIP member over 1 MiB "
+        "(inflated size / compressed size)."
+    )
+    zip_max_members: int = Field(
+        10_000, ge=1, description="Most entries a ZIP archive may have."
+    )
+    command_host: str = Field("127.0.0.1", description="Address the command API listens on.")
+    command_port: int = Field(
+        5005, ge=1, le=65535, description="Port the command API listens on."
+    )
+    command_workers: int = Field(
+        2, ge=1, description="Ingests the command API runs at the same time (background "
+        "threads); more wait queued."
+    )
+    command_max_upload_bytes: int = Field(
+        200_000_000, gt=0, description="Largest request body (an uploaded source file) the "
+        "command API accepts; larger is a 413 problem."
+    )
+    command_source_dir: Path | None = Field(
+        None, description="Folder whose files and subfolders the command API may ingest as a "
+        "local `source`; unset refuses every local path."
+    )
+    command_source_urls: str = Field(
+        "", description="Comma-separated http(s) URL prefixes the command API may fetch as a "
+        "`source`; empty refuses every URL."
+    )
+    rate_limit: str = Field(
+        "600/minute", description="Requests per client (API key, else address) to the read "
+        "API, e.g. `600/minute` or `10/second;600/minute`; empty turns limits off."
+    )
+    command_rate_limit: str = Field(
+        "120/minute", description="Requests per client (API key, else address) to the command "
+        "API; same form as STLDATA_RATE_LIMIT."
+    )
+    rate_limit_storage_uri: str = Field(
+        "memory://", description="Where rate-limit counters live: `memory://` (per process) "
+        "or a shared store such as `redis://host:6379`."
+    )
+
+    @field_validator("rate_limit", "command_rate_limit")
+    @classmethod
+    def _parse_rate_limit(cls, value: str) -> str:
+        if value.strip():
+            from limits import parse_many
+
+            parse_many(value)  # raises ValueError naming what it cannot read
+        return value.strip()
 
     @field_validator("log_level", mode="before")
     @classmethod

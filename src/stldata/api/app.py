@@ -11,18 +11,24 @@ import threading
 import warnings
 from datetime import date, datetime
 from typing import Any
-from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from apiflask import APIFlask, HTTPError
-from flask import Response, render_template, request, url_for
+from flask import Response, render_template, request
 from werkzeug.exceptions import HTTPException
 
 import stldata
 from stldata.api import schemas
+from stldata.api.aggregate import register as register_aggregate
+from stldata.api.caching import register_caching
+from stldata.api.history import register_history
+from stldata.api.limits import install_rate_limits
 from stldata.api.problems import PROBLEM_JSON, ApiProblem, NotFound
-from stldata.api.query import build_select, dataset_table, encode_cursor, parse_query
+from stldata.api.quality import register_quality
+from stldata.api.query import dataset_table
+from stldata.api.records import register as register_records
+from stldata.api.soql_routes import register as register_soql
 from stldata.catalog import Dataset
 from stldata.log.factory import backend_name
 from stldata.runtime import Runtime
@@ -132,6 +138,7 @@ def create_app(runtime: Runtime) -> APIFlask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     model = ReadModel(runtime)
     app.extensions["stldata.read_model"] = model
+    install_rate_limits(app, runtime)  # per client; /health exempt
 
     @app.error_processor
     def http_error(error: HTTPError) -> Response:
@@ -209,34 +216,7 @@ def create_app(runtime: Runtime) -> APIFlask:
         dataset = model.dataset(dataset_id)
         return model.describe(dataset, model.latest_snapshots().get(dataset.id))
 
-    @app.get("/api/v1/datasets/<dataset_id>/records")
-    @app.input(schemas.RecordsQuery, location="query")
-    @app.output(schemas.RecordsPage)
-    @app.doc(summary="List records", tags=["Records"], description=schemas.FILTER_HELP,
-             responses={400: "Bad parameter", 404: "Unknown dataset"})
-    def list_records(dataset_id: str, query_data: dict[str, Any]) -> Any:
-        dataset = model.dataset(dataset_id)
-        table = dataset_table(dataset, model.metadata)
-        args = request.args.to_dict(flat=False)
-        query = parse_query(dataset, table, args)
-        names = list(dataset.column_types())
-        columns = [table.c._key, table.c._snapshot_id, *(table.c[n] for n in names)]
-        with model.engine.connect() as conn:
-            rows = conn.execute(build_select(table, query, columns)).mappings().all()
-
-        tz = ZoneInfo(dataset.timezone)
-        page = rows[: query.limit]
-        items = [{k: _jsonable(v, tz) for k, v in row.items()} for row in page]
-        next_url = None
-        if len(rows) > query.limit:
-            last = page[-1]
-            cursor = encode_cursor([last[n] for n, _ in query.order] + [last["_key"]])
-            params = [(k, v) for k, vs in args.items() if k != "cursor" for v in vs]
-            next_url = url_for("list_records", dataset_id=dataset.id) + "?" + urlencode(
-                [*params, ("cursor", cursor)])
-        snapshot = max((int(i["_snapshot_id"]) for i in items), default=None)
-        return {"dataset": dataset.id, "snapshot_id": snapshot, "count": len(items),
-                "items": items, "next": next_url}
+    register_records(app, model)  # records (filters, q, geography, formats), exports, search
 
     @app.get("/api/v1/datasets/<dataset_id>/records/<path:key>")
     @app.output(schemas.RecordOut)
@@ -255,4 +235,9 @@ def create_app(runtime: Runtime) -> APIFlask:
         record = {k: _jsonable(v, tz) for k, v in row.items() if k != "_hash"}
         return {"dataset": dataset.id, "record": record}
 
+    register_history(app, model)
+    register_quality(app, model)  # quality report and quarantine of a snapshot
+    register_caching(app, model)
+    register_aggregate(app, model)  # grouped metrics, declared aggregates
+    register_soql(app, model)  # Socrata-compatible /resource/{id}.json|.csv|.geojson
     return app

@@ -10,11 +10,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import date, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
+
+import orjson
 
 from stldata.catalog import Column
 
-Value = str | int | float | bool | None
+#: A geometry is a GeoJSON geometry object; every other type is a JSON scalar.
+Value = str | int | float | bool | dict[str, Any] | None
 Coercer = Callable[[str], Value]
 
 
@@ -91,7 +95,25 @@ def parse_datetime(text: str, formats: tuple[str, ...] = ()) -> datetime:
 
 
 def make_coercer(column: Column, timezone: str) -> Coercer:
-    """Build the function that turns one stripped, non-null cell into a typed value."""
+    """Build the function that turns one stripped, non-null cell into a typed value,
+    rewritten first by the column's ``normalize`` rules if it has any."""
+    typed = _typed_coercer(column, timezone)
+    if not column.normalize:
+        return typed
+    rules = [(re.compile(pattern), replace) for pattern, replace in column.normalize]
+
+    def normalized(text: str) -> Value:
+        # The first pattern matching the whole value gives its spelling; a value no rule
+        # knows is quarantined rather than passed on in a form the others are not.
+        for pattern, replace in rules:
+            match = pattern.fullmatch(text)
+            if match:
+                return typed(match.expand(replace))
+        raise CoercionFailed(f"{text!r} matches none of the column's normalize patterns")
+    return normalized
+
+
+def _typed_coercer(column: Column, timezone: str) -> Coercer:
     tz = ZoneInfo(timezone)
 
     if column.type == "integer":
@@ -119,6 +141,9 @@ def make_coercer(column: Column, timezone: str) -> Coercer:
                 return parse_datetime(text, column.formats).date().isoformat()
         return to_date
 
+    if column.type == "geometry":
+        return parse_geometry
+
     if column.type == "month":
         def to_month(text: str) -> str:
             match = _MONTH.match(text)
@@ -138,6 +163,65 @@ def make_coercer(column: Column, timezone: str) -> Coercer:
         return to_canonical
 
     return _collapse_spaces
+
+
+#: Nesting depth of ``coordinates`` for each GeoJSON geometry type (a position is 1).
+GEOMETRY_DEPTHS = {"Point": 1, "MultiPoint": 2, "LineString": 2, "MultiLineString": 3,
+                   "Polygon": 3, "MultiPolygon": 4}
+#: Decimals kept of a longitude or latitude: 7 is about 1 cm, finer than any survey here.
+COORDINATE_DECIMALS = 7
+
+
+def parse_geometry(text: str) -> dict[str, Any]:
+    """A GeoJSON geometry in WGS84 lon/lat, checked and rounded to 7 decimals.
+
+    Parsers hand geometries over as JSON text already reprojected to WGS84, so a
+    coordinate outside -180..180, -90..90 means the source's CRS was wrong or missing.
+    """
+    try:
+        geometry = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise CoercionFailed(f"{text[:60]!r} is not a GeoJSON geometry (not JSON)") from None
+    return _geometry(geometry)
+
+
+def _geometry(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise CoercionFailed("a GeoJSON geometry must be an object with type and coordinates")
+    kind = value.get("type")
+    if kind == "GeometryCollection":
+        members = value.get("geometries")
+        if not isinstance(members, list):
+            raise CoercionFailed("GeometryCollection has no list of geometries")
+        return {"type": kind, "geometries": [_geometry(m) for m in members]}
+    if kind not in GEOMETRY_DEPTHS:
+        raise CoercionFailed(f"{str(kind)[:40]!r} is not a GeoJSON geometry type "
+                             f"({', '.join(GEOMETRY_DEPTHS)}, GeometryCollection)")
+    coordinates = _coordinates(value.get("coordinates"), GEOMETRY_DEPTHS[kind], str(kind))
+    if kind in ("Polygon", "MultiPolygon"):
+        polygons = [coordinates] if kind == "Polygon" else coordinates
+        for rings in polygons:
+            for ring in rings:
+                if len(ring) < 4 or ring[0] != ring[-1]:
+                    raise CoercionFailed(f"{kind} has a ring that is not closed or has "
+                                         "fewer than 4 positions")
+    return {"type": kind, "coordinates": coordinates}
+
+
+def _coordinates(value: Any, depth: int, kind: str) -> Any:
+    if depth == 1:
+        if (not isinstance(value, list) or not 2 <= len(value) <= 3 or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in value)):
+            raise CoercionFailed(f"{kind} has a position that is not [longitude, latitude]")
+        lon, lat = float(value[0]), float(value[1])
+        if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+            raise CoercionFailed(f"{kind} has position {lon}, {lat} outside WGS84 "
+                                 "longitude/latitude; is the source's CRS stated?")
+        # Heights are not part of the read model's geometry.
+        return [round(lon, COORDINATE_DECIMALS), round(lat, COORDINATE_DECIMALS)]
+    if not isinstance(value, list):
+        raise CoercionFailed(f"{kind} coordinates are not nested {depth} lists deep")
+    return [_coordinates(v, depth - 1, kind) for v in value]
 
 
 def _collapse_spaces(text: str) -> str:

@@ -48,6 +48,7 @@ def text_lines(stream: BinaryIO, name: str, encoding: str = "auto") -> Iterator[
     """
     first = True
     offset = 0
+    old_mac: bool | None = None
     for raw in stream:
         if first:
             first = False
@@ -59,16 +60,25 @@ def text_lines(stream: BinaryIO, name: str, encoding: str = "auto") -> Iterator[
             at = offset + raw.index(b"\x00")
             raise BinarySourceError(name, f"binary content (NUL byte at byte {at}); "
                                           "expected a text CSV export")
-        try:
-            text = decode_line(raw, encoding)
-        except UnicodeDecodeError as exc:
-            raise SourceError(name, f"bytes {offset + exc.start}-{offset + exc.end - 1} are not "
-                                    f"valid {encoding} ({exc.reason}); set the source's "
-                                    "encoding to auto or to the file's real one") from None
-        except LookupError:
-            raise SourceError(name, f"unknown encoding {encoding!r}") from None
-        offset += len(raw)
-        yield text
+        # Old Mac exports end every line with a bare CR, which reading by LF leaves in one
+        # long "line"; a header ended by a bare CR marks such a file, whose lines are then
+        # split at CRs (CRLF stays whole). Elsewhere a bare CR is a broken row for the
+        # CSV reader to reject, not a line end.
+        if old_mac is None:
+            old_mac = 0 <= raw.find(b"\r") < len(raw) - 2
+        pieces = raw.splitlines(keepends=True) if old_mac else (raw,)
+        for piece in pieces:
+            try:
+                text = decode_line(piece, encoding)
+            except UnicodeDecodeError as exc:
+                raise SourceError(
+                    name, f"bytes {offset + exc.start}-{offset + exc.end - 1} are not valid "
+                          f"{encoding} ({exc.reason}); set the source's encoding to auto or "
+                          "to the file's real one") from None
+            except LookupError:
+                raise SourceError(name, f"unknown encoding {encoding!r}") from None
+            offset += len(piece)
+            yield text
     if first:
         raise EmptySourceError(name, "file is empty (0 bytes)")
 

@@ -19,11 +19,19 @@ from typing import Any
 
 from stldata.catalog import Dataset
 from stldata.ingest.errors import EmptySourceError
-from stldata.ingest.formats import parser_for
 from stldata.ingest.infer import TypeInference
+from stldata.ingest.positions import position_text
 from stldata.ingest.reader import BadRow, map_header
 from stldata.ingest.records import Record, RecordBuilder
-from stldata.ingest.sources import SourceFile, cleanup_fetch, resolve_source
+from stldata.ingest.sniff import open_tables
+from stldata.ingest.sources import (
+    SourceFile,
+    cleanup_fetch,
+    fetch_source,
+    is_url,
+    known_validators,
+    save_validators,
+)
 from stldata.log.base import Producer
 from stldata.log.events import (
     CONTROL_TOPIC,
@@ -68,8 +76,13 @@ class IngestSummary:
     seconds: float = 0.0
     files: list[FileStats] = field(default_factory=list)
     skipped_files: list[str] = field(default_factory=list)
+    #: The URL answered 304 Not Modified to a conditional fetch.
+    not_modified: bool = False
 
     def line(self) -> str:
+        if self.not_modified:
+            return (f"{self.dataset_id}: source unchanged (HTTP 304 Not Modified), "
+                    "no new snapshot")
         if self.snapshot_id is None:
             return (f"{self.dataset_id}: source unchanged "
                     f"({len(self.skipped_files)} files), no new snapshot")
@@ -87,14 +100,24 @@ class Ingester:
     def ingest(self, dataset: Dataset, source: str | None = None, *,
                progress: Callable[[int], Progress] | None = None) -> IngestSummary:
         started = time.monotonic()
-        origin, files = resolve_source(dataset, source, self.settings,
-                                       workdir=self.settings.state_dir)
+        known = known_validators(self.database, dataset) if is_url(source) else {}
+        resolved = fetch_source(dataset, source, self.settings,
+                                workdir=self.settings.state_dir, known=known)
+        if resolved.not_modified:
+            summary = IngestSummary(dataset.id, None, not_modified=True,
+                                    seconds=time.monotonic() - started)
+            log.info("%s", summary.line())
+            return summary
+        origin, files = resolved.origin, resolved.files
         # One ingest per dataset at a time, so that two runs of the same unchanged file
         # make one snapshot and snapshots of a dataset are published in order.
         with self.database.connect(autocommit=True) as lock:
             lock.execute("SELECT pg_advisory_lock(hashtext(%s))", (f"ingest:{dataset.id}",))
             self._abort_orphans(dataset)
-            return self._ingest_locked(dataset, origin, files, started, progress)
+            summary = self._ingest_locked(dataset, origin, files, started, progress)
+            # Only now: a failed ingest must fetch in full next time, not get a 304.
+            save_validators(self.database, dataset.id, resolved.validators)
+            return summary
 
     def _ingest_locked(self, dataset: Dataset, origin: str, files: list[SourceFile],
                        started: float, progress: Callable[[int], Progress] | None
@@ -137,9 +160,8 @@ class Ingester:
 
     def _check_header(self, dataset: Dataset, file: SourceFile) -> None:
         """Fail on an unusable file before any of the snapshot is published."""
-        parse = parser_for(dataset.source.format)
         found = False
-        for table in parse(file.path, file.partition, dataset.source):
+        for table in open_tables(dataset.source, file.path, file.partition):
             where = f"{file.partition} {table.label}".strip()
             map_header(dataset, table.header, where)
             found = found or next(table.rows, None) is not None
@@ -160,9 +182,8 @@ class Ingester:
             inference = TypeInference([c.name for c in todo], dataset.timezone)
             nulls = {c.name: {v.strip() for v in (*dataset.source.null_values, *c.null_values)}
                      for c in todo}
-            parse = parser_for(dataset.source.format)
             for file in files:
-                for table in parse(file.path, file.partition, dataset.source):
+                for table in open_tables(dataset.source, file.path, file.partition):
                     header = map_header(dataset, table.header, file.partition)
                     wanted = [(c.name, header.positions[c.name]) for c in todo
                               if c.name in header.positions]
@@ -245,7 +266,7 @@ class Ingester:
         self._send_control(SnapshotCommitted(
             snapshot_id, dataset.id, summary.published, messages, summary.rows_read,
             summary.quarantined, origin, fetched_at, digest,
-            [s.as_dict() for s in summary.files]))
+            [s.as_dict() for s in summary.files], coercions=builder.coercions))
 
     def _publish_file(self, dataset: Dataset, snapshot_id: int, file: SourceFile,
                       builder: RecordBuilder, tick: Progress | None) -> FileStats:
@@ -253,8 +274,8 @@ class Ingester:
         builder.start_file(file.partition)
         batch: list[Record] = []
         reported = 0
-        for table in parser_for(dataset.source.format)(file.path, file.partition,
-                                                       dataset.source):
+        for table in open_tables(dataset.source, file.path, file.partition):
+            builder.label = table.label
             header = map_header(dataset, table.header,
                                 f"{file.partition} {table.label}".strip())
             stats.unmapped_columns += [u for u in header.unmapped
@@ -263,7 +284,7 @@ class Ingester:
                 stats.rows_read += 1
                 if isinstance(row, BadRow):
                     self._reject(dataset, snapshot_id, file, row.line, row.text, row.reason,
-                                 stats)
+                                 stats, position_text(table.label, row.line))
                     continue
                 batch.append(builder.build(header, row.line, row.cells))
                 if len(batch) >= self.settings.batch_size:
@@ -286,11 +307,12 @@ class Ingester:
         return stats
 
     def _reject(self, dataset: Dataset, snapshot_id: int, file: SourceFile, line: int,
-                text: str, reason: str, stats: FileStats) -> None:
+                text: str, reason: str, stats: FileStats, position: str = "") -> None:
         """A row that cannot be a record goes to the quarantine whole, through the log."""
         stats.rejected += 1
         self.producer.send(dataset.topic, RowRejected(
-            snapshot_id, dataset.id, file.partition, line, text[:10000], reason).to_bytes())
+            snapshot_id, dataset.id, file.partition, line, text[:10000], reason,
+            position).to_bytes())
 
     def _send_records(self, dataset: Dataset, snapshot_id: int, file: SourceFile,
                       builder: RecordBuilder, batch: list[Record], stats: FileStats) -> None:
@@ -300,10 +322,13 @@ class Ingester:
                 stats.with_issues += 1
             self.producer.send(dataset.topic, RecordPut(
                 snapshot_id, dataset.id, record.key, file.partition, record.line, record.hash,
-                record.values, record.source, [i.as_dict() for i in record.issues],
+                record.values, record.source, record.issue_dicts(),
             ).to_bytes(), key=record.key.encode())
         stats.published += len(batch)
-        self.producer.flush()
+        # No flush per batch: the producer bounds its own buffer (Kafka's send blocks when
+        # it is full; the embedded log writes every few thousand messages), and the file's
+        # end flushes. Waiting on the log after every batch left the log idle while the
+        # batch was cleaned, and the ingester idle while the log wrote.
 
     def _send_control(self, event: SnapshotStarted | SnapshotCommitted | SnapshotAborted
                       ) -> None:

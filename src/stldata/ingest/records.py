@@ -13,6 +13,7 @@ from pyproj import Transformer
 
 from stldata.catalog import Dataset
 from stldata.ingest.coerce import Coercer, Value, make_coercer
+from stldata.ingest.positions import position_text
 from stldata.ingest.reader import HeaderMap
 
 
@@ -21,9 +22,19 @@ class Issue:
     column: str | None
     raw: str | None
     reason: str
+    #: Where the quarantined row is, when it is not the record's own row (the row a
+    #: duplicate key supersedes).
+    file: str | None = None
+    line: int | None = None
+    position: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"column": self.column, "raw": self.raw, "reason": self.reason}
+        out: dict[str, Any] = {"column": self.column, "raw": self.raw, "reason": self.reason}
+        if self.file is not None:
+            out.update(file=self.file, line=self.line)
+        if self.position is not None:
+            out["position"] = self.position
+        return out
 
 
 @dataclass
@@ -33,6 +44,13 @@ class Record:
     values: dict[str, Value]
     source: dict[str, str]
     issues: list[Issue] = field(default_factory=list)
+    #: The label of the table the row came from (a sheet), for its position text.
+    label: str = ""
+
+    def issue_dicts(self) -> list[dict[str, Any]]:
+        """The issues as sent on the log, each with the position of its row."""
+        here = position_text(self.label, self.line)
+        return [{"position": here, **i.as_dict()} for i in self.issues]
 
     @property
     def hash(self) -> str:
@@ -40,6 +58,13 @@ class Record:
         digest = hashlib.blake2b(orjson.dumps(self.values, option=orjson.OPT_SORT_KEYS),
                                  digest_size=12)
         return digest.hexdigest()
+
+
+#: What the quality report counts per column: a spelling mapped by the column's ``values``,
+#: a non-empty cell read as no value (NULL, NA, spaces), spaces around a value removed,
+#: runs of spaces inside a text made one.
+COERCION_KINDS = ("value_mapped", "null_spelling", "trimmed", "spaces_collapsed")
+_VALUE_MAPPED, _NULL_SPELLING, _TRIMMED, _SPACES_COLLAPSED = range(len(COERCION_KINDS))
 
 
 class RecordBuilder:
@@ -60,21 +85,29 @@ class RecordBuilder:
             if dataset.geometry else None
         )
         self._file = ""
-        self._repeats: dict[str, int] = {}
-        self._earlier: dict[str, list[str]] = {}
+        self._earlier: dict[str, list[tuple[str, int, str]]] = {}
+        #: The label of the table being read (a sheet), set by the ingester per table.
+        self.label = ""
+        # Quality report: per column, how many cells each normalization changed.
+        # Counted in a list per column (a slot per kind) on the per-cell path: cheap.
+        self._tallies = {c.name: [0] * len(COERCION_KINDS) for c in dataset.columns}
+        self._changed_kind = {
+            c.name: _VALUE_MAPPED if c.values else _SPACES_COLLAPSED
+            for c in dataset.columns if c.type in ("text", "auto")}
 
     def start_file(self, name: str) -> None:
-        """Repeats are numbered within one file, so a month's keys never depend on which
-        other files share its snapshot; superseded rows are tracked across the snapshot."""
+        """Superseded rows (the 'last' policy) are tracked across the snapshot."""
         self._file = name
-        self._repeats = {}
 
     def build(self, header: HeaderMap, line: int, cells: list[str]) -> Record:
         values: dict[str, Value] = {}
         issues: list[Issue] = []
         for column in self._read:
             position = header.positions.get(column.name)
-            text = cells[position].strip() if position is not None else ""
+            cell = cells[position] if position is not None else ""
+            text = cell.strip()
+            if text is not cell:  # str.strip() returns the very string when it strips nothing
+                self._tallies[column.name][_TRIMMED if text else _NULL_SPELLING] += 1
             values[column.name] = self._coerce(column.name, text, issues)
         for column in self._derived:
             raw = values.get(column.derive_from or "")
@@ -82,16 +115,28 @@ class RecordBuilder:
             values[column.name] = self._coerce(column.name, text, issues)
 
         source = dict(zip(header.header, cells, strict=False))
-        return Record(key="", line=line, values=values, source=source, issues=issues)
+        return Record(key="", line=line, values=values, source=source, issues=issues,
+                      label=self.label)
 
     def _coerce(self, name: str, text: str, issues: list[Issue]) -> Value:
         if text in self._nulls[name]:
+            if text:
+                self._tallies[name][_NULL_SPELLING] += 1
             return None
         try:
-            return self._coercers[name](text)
+            value = self._coercers[name](text)
         except ValueError as exc:
             issues.append(Issue(name, text, str(exc)))
             return None
+        if value is not text and name in self._changed_kind and value != text:
+            self._tallies[name][self._changed_kind[name]] += 1
+        return value
+
+    @property
+    def coercions(self) -> dict[str, dict[str, int]]:
+        """Per column, how many cells each normalization changed (only non-zero counts)."""
+        return {name: {kind: n for kind, n in zip(COERCION_KINDS, tally, strict=True) if n}
+                for name, tally in self._tallies.items() if any(tally)}
 
     def finish_batch(self, records: Sequence[Record]) -> None:
         """Project coordinates and assign keys for a batch (pyproj is fast on arrays)."""
@@ -140,13 +185,15 @@ class RecordBuilder:
             # since the notes on the rows it replaces are discarded with them.
             here = f"{self._file} line {record.line}"
             earlier = self._earlier.setdefault(key, [])
-            for place in earlier:
-                record.issues.append(Issue(None, key, f"duplicate key: the row at {place} "
-                                                      f"is superseded by the row at {here}"))
-            earlier.append(here)
+            for file, line, label in earlier:
+                record.issues.append(Issue(
+                    None, key, f"duplicate key: the row at {file} line {line} is superseded "
+                               f"by the row at {here}",
+                    file=file, line=line, position=position_text(label, line)))
+            earlier.append((self._file, record.line, record.label))
             return key
 
-        # Legitimate repeats (one row per victim) are numbered in file order.
-        n = self._repeats.get(key, 0) + 1
-        self._repeats[key] = n
-        return key if n == 1 else f"{key}#{n}"
+        # Legitimate repeats (one row per victim) are published under the same key; the
+        # projection numbers them #2, #3 in file order (stldata.projection.apply), so the
+        # ingester's memory does not grow with the keys of a file.
+        return key

@@ -28,9 +28,16 @@ def partition_for(key: bytes | None, partitions: int) -> int:
 
 
 class EmbeddedProducer:
-    def __init__(self, database: Database, *, default_partitions: int = 1) -> None:
+    """Queues messages in memory and writes them with one COPY per flush; a flush also
+    happens by itself every ``max_queued`` messages, so the queue stays bounded when the
+    caller only flushes at the end of a file."""
+
+    def __init__(self, database: Database, *, default_partitions: int = 1,
+                 max_queued: int = 5000) -> None:
         self._conn = database.connect()
         self._default_partitions = default_partitions
+        self._max_queued = max_queued
+        self._queued = 0
         self._partitions: dict[str, int] = {}
         self._queue: dict[tuple[str, int], list[tuple[bytes | None, bytes, bytes]]] = (
             defaultdict(list)
@@ -62,6 +69,9 @@ class EmbeddedProducer:
         partition = partition_for(key, self._partition_count(topic))
         encoded = orjson.dumps({k: v.decode("latin-1") for k, v in (headers or {}).items()})
         self._queue[(topic, partition)].append((key, value, encoded))
+        self._queued += 1
+        if self._queued >= self._max_queued:
+            self.flush()
 
     def flush(self) -> None:
         if not self._queue:
@@ -82,6 +92,7 @@ class EmbeddedProducer:
                         copy.write_row((topic, partition, offset, key, value,
                                         headers.decode()))
         self._queue.clear()
+        self._queued = 0
 
     def close(self) -> None:
         self._conn.close()

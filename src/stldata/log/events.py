@@ -51,6 +51,9 @@ class SnapshotCommitted(Event):
     fetched_at: str
     sha256: str
     files: list[dict[str, Any]] = field(default_factory=list)
+    #: Per column, how many cells each normalization changed (value_mapped, trimmed,
+    #: null_spelling, spaces_collapsed), for the quality report.
+    coercions: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,8 @@ class RowRejected(Event):
     line: int
     text: str
     reason: str
+    #: The row's place in words: ``line 12``, ``sheet Jan row 7``, ``page 9 row 3``.
+    position: str = ""
 
 
 _EVENTS: dict[str, type[Event]] = {

@@ -208,7 +208,7 @@ class KafkaProducer:
     def __init__(self, bootstrap: str, *, default_partitions: int = 1, topic_prefix: str = "",
                  replication_factor: int = 1, flush_timeout: float = 120.0,
                  retention_ms: int = DEFAULT_RETENTION_MS,
-                 buffer_max_messages: int = 200_000, buffer_max_kbytes: int = 256 * 1024,
+                 buffer_max_messages: int = 50_000, buffer_max_kbytes: int = 32 * 1024,
                  linger_ms: int = 25, compression: str = "lz4",
                  topic_config: dict[str, str] | None = None,
                  config: dict[str, Any] | None = None) -> None:
@@ -376,6 +376,9 @@ class KafkaConsumer:
             # How soon a subscribed topic that was just created is noticed.
             "topic.metadata.refresh.interval.ms": int(metadata_refresh * 1000),
             "fetch.wait.max.ms": 100,
+            # Prefetch up to 16 MB (librdkafka's default is 64 MB): plenty to keep a
+            # projector busy, and the bound on what the consumer holds in memory.
+            "queued.max.messages.kbytes": 16 * 1024,
             "reconnect.backoff.max.ms": 2000,
             "allow.auto.create.topics": False,
             "enable.partition.eof": False,

@@ -32,7 +32,7 @@ from stldata.log.events import (
     decode_event,
 )
 from stldata.projection.apply import apply_snapshot, discard_staged
-from stldata.projection.stage import group_by_dataset, stage_records
+from stldata.projection.stage import group_by_dataset, log_position, stage_records
 from stldata.projection.tables import ensure_table
 from stldata.store.column_types import resolve
 from stldata.store.database import Conn, Database
@@ -153,7 +153,7 @@ class Projector:
                 dead.append((m, str(exc)))
                 continue
             if isinstance(event, RecordPut) and event.dataset_id in self.catalog.datasets:
-                records.append((m.offset, event))
+                records.append((log_position(m.partition, m.offset), event))
                 received[event.snapshot_id] += 1
             elif isinstance(event, RowRejected):
                 rejected.append(event)
@@ -172,8 +172,9 @@ class Projector:
             for r in rejected:
                 self.conn.execute(
                     "INSERT INTO quarantine (dataset_id, snapshot_id, source_file, line, "
-                    "raw_value, reason) VALUES (%s, %s, %s, %s, %s, %s)",
-                    (r.dataset_id, r.snapshot_id, r.partition, r.line, r.text, r.reason))
+                    "raw_value, reason, position) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    (r.dataset_id, r.snapshot_id, r.partition, r.line, r.text, r.reason,
+                     r.position or None))
             for sid, n in received.items():
                 self.conn.execute(
                     "INSERT INTO staged_counts (snapshot_id, received) VALUES (%s, %s) "

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 
+import psycopg
 from psycopg import sql
+from psycopg.types.json import JsonbBinaryDumper, JsonbDumper
 
 from stldata.catalog import Dataset
+from stldata.projection.search_index import ensure_query_indexes
 from stldata.store.database import Conn
 
 log = logging.getLogger(__name__)
@@ -24,7 +27,13 @@ SQL_TYPES = {
     "date": "date",
     "datetime": "timestamptz",
     "month": "date",
+    "geometry": "jsonb",
 }
+
+# A geometry value is a GeoJSON object (a dict) in the records; psycopg has no default
+# adaptation for dicts, so COPY and parameters send them as jsonb.
+psycopg.adapters.register_dumper(dict, JsonbDumper)
+psycopg.adapters.register_dumper(dict, JsonbBinaryDumper)
 
 #: Bookkeeping columns of every dataset table; catalog names cannot start with "_".
 SYSTEM_COLUMNS = ("_key", "_snapshot_id", "_partition", "_line", "_hash", "_source")
@@ -50,9 +59,10 @@ def ensure_table(conn: Conn, dataset: Dataset) -> None:
         )""").format(table))
 
     # Records of snapshots whose commit has not been applied yet, already typed, so that
-    # applying a snapshot is set-based SQL with no JSON parsing. Within one file the newest
-    # message of a key wins (position = log offset), as on a compacted topic; across files
-    # the apply step picks the newest, and remembers every file that holds the key.
+    # applying a snapshot is set-based SQL with no JSON parsing. Every message is kept as
+    # published (position = its place in the log); the apply step numbers a key's repeats
+    # and picks its newest row. No index: rows arrive by COPY and leave with their
+    # snapshot, and exactly-once comes from the offsets stored with them.
     conn.execute(sql.SQL("""
         CREATE TABLE IF NOT EXISTS {} (
             _snapshot_id  bigint NOT NULL,
@@ -63,9 +73,16 @@ def ensure_table(conn: Conn, dataset: Dataset) -> None:
             _hash         text NOT NULL,
             _source       json NOT NULL,
             _values       jsonb NOT NULL,
-            _issues       jsonb,
-            PRIMARY KEY (_snapshot_id, _key, _partition)
+            _issues       jsonb
         )""").format(stage))
+    # Staging tables made before revision 0010 had a key per (snapshot, key, file), which
+    # repeats of a key now staged as they came would violate.
+    old_key = conn.execute(
+        "SELECT conname FROM pg_constraint WHERE conrelid = to_regclass(%s) AND contype = 'p'",
+        (stage_table_name(dataset),)).fetchone()
+    if old_key:
+        conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+            stage, sql.Identifier(str(old_key[0]))))
 
     for target in (table, stage):
         for name, type_ in dataset.column_types().items():
@@ -79,3 +96,4 @@ def ensure_table(conn: Conn, dataset: Dataset) -> None:
             sql.Identifier(f"{dataset.table_name}__{name}"), table, sql.Identifier(name)))
     conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (_partition)").format(
         sql.Identifier(f"{dataset.table_name}___partition"), table))
+    ensure_query_indexes(conn, dataset)  # full-text (q=) and point (bbox, within) indexes

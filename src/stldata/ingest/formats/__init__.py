@@ -33,7 +33,9 @@ Parser = Callable[[Path, str, Source], Iterator[Table]]
 
 #: The module of each format. Modules are imported on first use, so a CSV-only run never
 #: loads the Excel, HTML or PDF libraries.
-_MODULES = {"csv": "csvfile", "xlsx": "xlsx", "html": "html", "pdf": "pdf"}
+_MODULES = {"csv": "csvfile", "xlsx": "xlsx", "xls": "xlsx", "html": "html", "pdf": "pdf",
+            "json": "jsonfile", "ndjson": "jsonfile", "geojson": "jsonfile",
+            "shapefile": "shapefile"}
 
 FORMATS = tuple(_MODULES)
 
@@ -45,4 +47,11 @@ def parser_for(fmt: str) -> Parser:
         raise SourceError(fmt, f"no parser for format {fmt!r}; known: "
                                f"{', '.join(sorted(_MODULES))}") from None
     parser: Parser = importlib.import_module(f"stldata.ingest.formats.{module}").tables
-    return parser
+
+    def parse(path: Path, name: str, options: Source) -> Iterator[Table]:
+        if not options.joins:
+            return parser(path, name, options)
+        from stldata.ingest.joins import joined
+
+        return joined(parser(path, name, options), path, name, options)
+    return parse

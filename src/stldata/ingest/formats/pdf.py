@@ -41,6 +41,8 @@ class _Found:
 def tables(path: Path, name: str, options: Source) -> Iterator[Table]:
     """Every table of the chosen pages, continuations merged; all of it is read before the
     first table is yielded (PDF tables are small), so errors come before publishing."""
+    if path.stat().st_size == 0:
+        raise EmptySourceError(name, "file is empty; expected a PDF")
     try:
         document = pdfplumber.open(path)
     except (PdfminerException, PDFSyntaxError, PDFPasswordIncorrect, ValueError,
@@ -49,7 +51,9 @@ def tables(path: Path, name: str, options: Source) -> Iterator[Table]:
         if isinstance(cause, PDFPasswordIncorrect):
             raise SourceError(name, "PDF is encrypted (password-protected); it cannot be "
                                     "read") from None
-        raise SourceError(name, f"not a readable PDF: {cause!r}") from None
+        # The parser's own words, without its exception class (a damaged or non-PDF file).
+        why = str(cause).strip() or type(cause).__name__
+        raise SourceError(name, f"not a readable PDF ({why})") from None
     with document:
         if not document.pages:
             raise SourceError(name, "not a readable PDF: no pages found (a truncated file?)")
@@ -62,7 +66,9 @@ def tables(path: Path, name: str, options: Source) -> Iterator[Table]:
                 has_text = has_text or bool(page.chars)
                 grids = [_columns(t.rows, t.extract()) for t in page.find_tables()]
             except Exception as exc:  # pdfminer raises many types on damaged streams
-                raise SourceError(name, f"page {number} cannot be read: {exc!r}") from None
+                raise SourceError(name, f"page {number} cannot be read "
+                                        f"({str(exc).strip() or type(exc).__name__})"
+                                  ) from None
             for grid in grids:
                 _add(found, grid, number, options)
     if not has_text:

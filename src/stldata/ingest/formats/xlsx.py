@@ -1,4 +1,5 @@
-"""Excel workbooks (.xlsx): chosen sheets, each one table, read from the cached values.
+"""Excel workbooks (.xlsx, and legacy .xls): chosen sheets, each one table, read from the
+cached values. calamine reads both file kinds, so one parser serves the two formats.
 
 Publishers lay sheets out for printing: merged title rows above the header, the header
 repeated at every page break, a totals row at the end. The header is found by the catalog's
@@ -49,7 +50,7 @@ def tables(path: Path, name: str, options: Source) -> Iterator[Table]:
     except python_calamine.PasswordError:
         raise SourceError(name, "workbook is password-protected") from None
     except (python_calamine.CalamineError, OSError, ValueError) as exc:
-        raise SourceError(name, f"not a readable .xlsx workbook: {exc}") from None
+        raise SourceError(name, f"not a readable Excel workbook: {exc}") from None
     with workbook:
         for sheet_name in choose_sheets(workbook.sheet_names, options.sheets, name):
             yield _sheet_table(workbook, sheet_name, name, options)

@@ -1,0 +1,176 @@
+"""HTTP caching of the read API: ETag, Last-Modified, conditional GETs, Cache-Control.
+
+The read model changes only when a snapshot is committed, so a response's validators are
+derived from the committed snapshots it depends on (one dataset's under
+``/api/v1/datasets/<id>``, every dataset's for the list), the path and query string, and
+the ``Accept`` header, never from the body: streamed exports are not buffered to hash them.
+They are computed before the view runs, so a conditional request that matches costs one
+small query and no rendering, and a snapshot committed while a response is being rendered
+can only make that response look older than it is (refetched once), never newer.
+
+Responses pinned to a committed snapshot (``as_of=<snapshot id>`` on records, exports and
+aggregates, ``/snapshots/<sid>`` and its diff) never change: their validators ignore later
+snapshots and they may be cached for a year. The change feed is revalidated on every poll
+(``no-cache``): an unchanged feed costs a 304.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import sqlalchemy as sa
+from apiflask import APIFlask
+from flask import Response, g, request
+
+if TYPE_CHECKING:
+    from stldata.api.app import ReadModel
+
+CURRENT = "public, max-age=60"
+PINNED = "public, max-age=31536000, immutable"
+REVALIDATE = "no-cache"
+
+_DATASETS = re.compile(r"^/api/v1/datasets/?$")
+_DATASET = re.compile(r"^/api/v1/datasets/(?P<id>[^/]+)(?P<rest>/.*)?$")
+_PINNED_PATH = re.compile(r"^/snapshots/(?P<sid>\d{1,18})(/diff)?/?$")
+_AS_OF_VIEWS = re.compile(r"^/(records|aggregate|export\.\w+)/?$")
+_DIGITS = re.compile(r"^\s*\d+\s*$")
+_EXEMPT = "_stldata_not_cached"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def not_cached(view: F) -> F:
+    """Mark a view whose answer does not follow snapshots (job status, say): no validators."""
+    setattr(view, _EXEMPT, True)
+    return view
+
+
+@dataclass(frozen=True)
+class Validators:
+    etag: str
+    last_modified: datetime | None
+    cache_control: str
+
+
+def _state(conn: sa.Connection, dataset_id: str | None) -> tuple[str, datetime | None]:
+    """What the read model's answers depend on: committed snapshots (and pinned types)."""
+    scope = "" if dataset_id is None else "AND dataset_id = :ds"
+    row = conn.execute(sa.text(
+        "SELECT count(*), max(id), max(committed_at), "
+        f"(SELECT count(*) FROM column_types WHERE true {scope}) "  # noqa: S608 - fixed text
+        f"FROM snapshots WHERE status = 'committed' {scope}"), {"ds": dataset_id}).one()
+    return f"{row[0]}:{row[1]}:{row[3]}", row[2]
+
+
+def _pinned_state(conn: sa.Connection, dataset_id: str, rest: str
+                  ) -> tuple[str, datetime | None] | None:
+    """For a response pinned to committed snapshots of the dataset, their state; else None.
+
+    Pinned: ``as_of=<snapshot id>``, ``/snapshots/<sid>`` and its diff (``against`` too).
+    Their commit times go into the tag, so a database rebuilt with other snapshots under
+    the same ids does not answer 304 to a client of the old one.
+    """
+    path = _PINNED_PATH.match(rest)
+    ids = [int(path["sid"])] if path else []
+    # Only views that read ``as_of`` are pinned by it; another would ignore it and answer
+    # with current data, which must not be cached as immutable.
+    params = ("as_of",) if _AS_OF_VIEWS.match(rest) else ("against",) if path else ()
+    for param in params:
+        value = request.args.get(param, "")
+        if _DIGITS.match(value) and len(value.strip()) <= 18:
+            ids.append(int(value))
+    if not ids:
+        return None
+    row = conn.execute(sa.text(
+        "SELECT count(*), max(committed_at), string_agg(committed_at::text, ',' ORDER BY id) "
+        "FROM snapshots WHERE id = ANY(:ids) AND dataset_id = :ds AND status = 'committed'"),
+        {"ids": sorted(set(ids)), "ds": dataset_id}).one()
+    if row[0] != len(set(ids)):
+        return None  # not (yet) a committed snapshot of the dataset: the view says so
+    return f"pinned:{sorted(set(ids))}:{row[2]}", row[1]
+
+
+def validators_for(model: ReadModel) -> Validators | None:
+    """Validators of the current GET request, or None when it is not cached."""
+    if request.method not in ("GET", "HEAD"):
+        return None
+    view = model_view()
+    if view is not None and getattr(view, _EXEMPT, False):
+        return None
+    dataset_id: str | None = None
+    rest = ""
+    # The catalog entries go into the tag too: an edited title or column is a new state.
+    catalog = model.runtime.catalog.datasets
+    if _DATASETS.match(request.path):
+        scope = "all:" + repr(sorted(catalog.items()))
+    else:
+        match = _DATASET.match(request.path)
+        if match is None or match["id"] not in catalog:
+            return None
+        dataset_id, rest = match["id"], match["rest"] or ""
+        scope = "dataset:" + repr(catalog[dataset_id])
+
+    with model.engine.connect() as conn:
+        pinned = _pinned_state(conn, dataset_id, rest) if dataset_id else None
+        if pinned is not None:
+            (state, last_modified), policy = pinned, PINNED
+        else:
+            state, last_modified = _state(conn, dataset_id)
+            policy = REVALIDATE if rest.rstrip("/") == "/changes" else CURRENT
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (scope, state, request.path, request.query_string.decode("latin-1"),
+                 request.headers.get("Accept", "")):
+        digest.update(part.encode() + b"\x00")
+    return Validators(digest.hexdigest(), last_modified, policy)
+
+
+def model_view() -> Callable[..., Any] | None:
+    from flask import current_app
+
+    endpoint = request.endpoint
+    return current_app.view_functions.get(endpoint) if endpoint else None
+
+
+def _not_modified(v: Validators) -> bool:
+    # If-None-Match wins over If-Modified-Since when both are sent (RFC 9110 13.2.2).
+    if request.if_none_match:
+        return request.if_none_match.contains_weak(v.etag)
+    since = request.if_modified_since
+    if since is not None and v.last_modified is not None:
+        # HTTP dates have whole seconds.
+        return v.last_modified.replace(microsecond=0) <= since
+    return False
+
+
+def _stamp(response: Response, v: Validators) -> None:
+    if "ETag" not in response.headers:
+        response.set_etag(v.etag, weak=True)
+    if v.last_modified is not None and "Last-Modified" not in response.headers:
+        response.last_modified = v.last_modified
+    if "Cache-Control" not in response.headers:
+        response.headers["Cache-Control"] = v.cache_control
+    response.vary.add("Accept")
+
+
+def register_caching(app: APIFlask, model: ReadModel) -> None:
+    @app.before_request
+    def conditional_get() -> Response | None:
+        v = validators_for(model)
+        g.stldata_validators = v
+        if v is None or not _not_modified(v):
+            return None
+        response = Response(status=304)
+        _stamp(response, v)
+        return response
+
+    @app.after_request
+    def cache_headers(response: Response) -> Response:
+        v: Validators | None = g.get("stldata_validators")
+        if v is not None and response.status_code == 200:
+            _stamp(response, v)
+        return response

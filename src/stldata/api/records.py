@@ -1,0 +1,161 @@
+"""The records endpoint: filtered, searched, located, paginated, in four formats.
+
+``GET /api/v1/datasets/{id}/records`` answers a page (``limit``, keyset ``cursor``) as
+JSON, JSON lines, CSV or GeoJSON, with ``total``: exact up to
+:data:`~stldata.api.query.EXACT_COUNT_LIMIT` matches, the planner's estimate beyond
+(``total_is_estimate``), so no page pays for a full COUNT. :func:`register` also adds
+the export and cross-dataset search endpoints.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+import sqlalchemy as sa
+from apiflask import APIFlask, fields
+from flask import Response, request, url_for
+
+from stldata.api import exports, schemas, search
+from stldata.api.geo import neighborhood_lookup
+from stldata.api.query import (
+    FORMATS,
+    build_select,
+    count_matches,
+    encode_cursor,
+    output_columns,
+    parse_query,
+    records_from,
+    visible_names,
+)
+
+if TYPE_CHECKING:
+    from stldata.api.app import ReadModel
+    from stldata.catalog import Dataset
+
+
+class RecordListQuery(schemas.RecordsQuery):
+    format = fields.String(load_default="json", metadata={
+        "description": "json (a page object), ndjson (one record per line), csv, or "
+                       "geojson (a FeatureCollection of Points from longitude/latitude, "
+                       "or of the geometry column). Other formats carry the next page "
+                       "in a `Link: <...>; rel=\"next\"` header.",
+        "enum": list(FORMATS), "example": "json"})
+    fields_ = fields.String(data_key="fields", metadata={
+        "description": "Columns to return, comma-separated; `_key` is always returned.",
+        "example": "date_occur,crime,description"})
+    q = fields.String(metadata={
+        "description": "Full-text search over the dataset's text columns (English "
+                       "stemming, web-search syntax: words, \"a phrase\", or, -word). "
+                       "Results come best first with `_rank` unless `order` is given.",
+        "example": "stolen auto"})
+    or_ = fields.String(data_key="or", metadata={
+        "description": "Alternatives: `col[__part][__op]:value` terms separated by `|` "
+                       "(`\\|` is a literal bar). Several `or` parameters all apply.",
+        "example": "crime__startswith:6|district:3"})
+    bbox = fields.String(metadata={
+        "description": "Records inside a box, WGS84: minLon,minLat,maxLon,maxLat.",
+        "example": "-90.30,38.60,-90.25,38.65"})
+    near = fields.String(metadata={
+        "description": "Records within `radius_m` metres (great-circle) of lat,lon; "
+                       "nearest first with `_distance` (metres) unless `order` is given.",
+        "example": "38.6270,-90.1994"})
+    radius_m = fields.String(metadata={
+        "description": "Radius for `near`, in metres (up to 500000).", "example": "500"})
+    within = fields.String(metadata={
+        "description": "Records inside a neighborhood of the stl-neighborhoods dataset, by "
+                       "name (case-insensitive) or number.",
+        "example": "neighborhood:Downtown West"})
+    as_of = fields.String(metadata={
+        "description": "Time travel: the records as of a snapshot id or a moment "
+                       "(ISO-8601).", "example": "2024-01-01T00:00:00"})
+
+
+class RecordsPageOut(schemas.RecordsPage):
+    total = fields.Integer(metadata={
+        "description": "Records matching the filters: exact up to 10000, else the "
+                       "query planner's estimate.", "example": 4282})
+    total_is_estimate = fields.Boolean(metadata={
+        "description": "True when `total` is an estimate.", "example": False})
+
+
+FILTER_HELP = schemas.FILTER_HELP + (
+    "\n\nMore operators: `contains`, `icontains`, `startswith`, `istartswith`, `endswith`, "
+    "`iendswith` on text (wildcards in the value are literal), `isnull=true|false` on any "
+    "column. Date parts `year`, `month`, `day`, `dow` (0 = Sunday), `hour` (local time) of "
+    "date, month and datetime columns take the comparison operators too: "
+    "`date_occur__year__gte=2015`, `date_occur__hour__in=22,23`. "
+    "Example: `/api/v1/datasets/slmpd-crime/records?description__icontains=auto"
+    "&date_occur__dow=6&or=district:3|district:4&fields=date_occur,description`."
+)
+
+
+def register(app: APIFlask, model: ReadModel) -> None:
+    """The records, export and search endpoints."""
+    _register_records(app, model)
+    exports.register(app, model)
+    search.register(app, model)
+
+
+def _register_records(app: APIFlask, model: ReadModel) -> None:
+    @app.get("/api/v1/datasets/<dataset_id>/records")
+    @app.input(RecordListQuery, location="query")
+    @app.output(RecordsPageOut)
+    @app.doc(summary="List records", tags=["Records"], description=FILTER_HELP,
+             responses={400: "Bad parameter", 404: "Unknown dataset"})
+    def list_records(dataset_id: str, query_data: dict[str, Any]) -> Any:
+        dataset = model.dataset(dataset_id)
+        args = request.args.to_dict(flat=False)
+        if "bom" in args and args.get("format", ["json"])[0] != "csv":
+            args.pop("bom")  # harmless outside CSV
+        bom = exports.parse_bom(args)
+        with model.engine.connect() as conn:
+            table = records_from(conn, dataset, model.metadata, args)
+            query = parse_query(dataset, table, args, neighborhoods=neighborhood_lookup(
+                conn, model.dataset, model.metadata))
+            columns = output_columns(dataset, table, query)
+            result = conn.execute(build_select(table, query, columns))
+            keys, rows = list(result.keys()), result.all()
+            total, estimated = count_matches(conn, table, query)
+            snapshot = _page_snapshot(conn, dataset, args)
+
+        page = rows[: query.limit]
+        layout = exports.Layout(dataset, visible_names(dataset, query), keys)
+        values = [layout.values(row) for row in page]
+        next_url = None
+        if len(rows) > query.limit:
+            last = page[-1]._mapping
+            cursor = encode_cursor([last[n] for n, _ in query.order] + [last["_key"]])
+            params = [(k, v) for k, vs in args.items() if k != "cursor" for v in vs]
+            next_url = url_for("list_records", dataset_id=dataset.id) + "?" + urlencode(
+                [*params, ("cursor", cursor)])
+        if query.format == "json":
+            return {"dataset": dataset.id, "snapshot_id": snapshot, "count": len(page),
+                    "total": total, "total_is_estimate": estimated,
+                    "items": [layout.record(v) for v in values], "next": next_url}
+
+        members = {"dataset": dataset.id, "count": len(page), "total": total,
+                   "total_is_estimate": estimated, "next": next_url}
+        body = b"".join(exports.encode(dataset, query.format, layout, [values], bom=bom,
+                                       members=members))
+        headers = {"X-Total-Count": str(total),
+                   "X-Total-Is-Estimate": "true" if estimated else "false"}
+        if next_url:
+            headers["Link"] = f'<{next_url}>; rel="next"'
+        return Response(body, mimetype=exports.MEDIA_TYPES[query.format].split(";")[0],
+                        headers=headers)
+
+
+def _page_snapshot(conn: sa.Connection, dataset: Dataset,
+                   args: dict[str, list[str]]) -> int | None:
+    """The snapshot a page shows: the one ``as_of`` resolved to (already validated by
+    ``records_from``), else the dataset's latest committed snapshot — not the newest one
+    among the page's rows, which depends on which rows the filters happen to keep."""
+    if "as_of" in args:
+        from stldata.api import timetravel
+
+        return timetravel.resolve_as_of(conn, dataset, args["as_of"][0])
+    sid = conn.execute(sa.text(
+        "SELECT max(id) FROM snapshots WHERE dataset_id = :d AND status = 'committed'"),
+        {"d": dataset.id}).scalar()
+    return None if sid is None else int(sid)

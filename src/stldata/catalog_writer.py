@@ -1,0 +1,233 @@
+"""``stldata add``: turn a file nobody described into a catalog entry, then serve it.
+
+The source is fetched like an ingest's, described (:mod:`stldata.ingest.describe`), and
+written as ``<catalog>/<id>.toml`` with comments saying what was guessed and why, so a
+person can review it. The entry is checked by the catalog's own loader before it is
+written; an existing entry is never overwritten without ``force``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from stldata.catalog import Dataset, Source, load_dataset
+from stldata.errors import ConfigurationError, StlDataError
+from stldata.ingest.describe import Draft, describe_files
+from stldata.ingest.ingester import IngestSummary
+from stldata.ingest.sources import cleanup_fetch, resolve_source
+from stldata.settings import PROJECT_ROOT, Settings
+
+_DATASET_ID = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+
+
+@dataclass
+class Added:
+    draft: Draft
+    toml: str
+    path: Path | None = None
+    summary: IngestSummary | None = None
+
+
+def check_dataset_id(dataset_id: str) -> None:
+    if not _DATASET_ID.match(dataset_id):
+        raise ConfigurationError(
+            f"invalid dataset id {dataset_id!r}: use lower-case letters, digits and '-', "
+            "starting with a letter, at most 63 characters (like 'ucr-codes')")
+
+
+def existing_entry(catalog_dir: Path, dataset_id: str) -> Path | None:
+    """The catalog file that already defines ``dataset_id``, read leniently so that one
+    broken file elsewhere does not hide it."""
+    own = catalog_dir / f"{dataset_id}.toml"
+    if own.exists():
+        return own
+    for path in sorted(catalog_dir.glob("*.toml")):
+        try:
+            if tomllib.loads(path.read_text(encoding="utf-8")).get("id") == dataset_id:
+                return path
+        except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError):
+            continue
+    return None
+
+
+def describe_source(settings: Settings, dataset_id: str, source: str, *,
+                    title: str | None = None, fmt: str | None = None,
+                    key: list[str] | None = None) -> Draft:
+    """Fetch (a URL) or find (a file) the source and describe it."""
+    probe = Dataset(id=dataset_id, title="", description="", publisher="", license="",
+                    source=Source(url=source, format=fmt or "auto", file_pattern="*"),
+                    columns=(), key=())
+    if Path(source).is_dir():
+        raise ConfigurationError(f"{source} is a folder; give `stldata add` one file or URL "
+                                 "(then ingest the folder with `stldata ingest ID --source`)")
+    origin, files = resolve_source(probe, source, settings, workdir=settings.state_dir)
+    try:
+        url = source if "://" in source else str(Path(source).resolve())
+        draft = describe_files(dataset_id, [(f.path, f.partition) for f in files], url,
+                               title=title, fmt=fmt, key=key)
+    finally:
+        cleanup_fetch(files)
+    if "://" not in source:
+        draft.samples = _sample_glob(Path(source))
+    return draft
+
+
+def _sample_glob(path: Path) -> list[str]:
+    """A bundled sample when the file lives in the checkout (samples are relative to it)."""
+    try:
+        return [str(path.resolve().relative_to(PROJECT_ROOT))]
+    except ValueError:
+        return []
+
+
+def _s(value: str) -> str:
+    # JSON string syntax is valid TOML basic-string syntax (\uXXXX escapes included).
+    return json.dumps(value)
+
+
+def _list(values: list[str]) -> str:
+    return "[" + ", ".join(_s(v) for v in values) + "]"
+
+
+def render_toml(draft: Draft) -> str:
+    """The catalog entry, with comments on everything that was guessed."""
+    src = draft.source
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    out = [
+        f"# {draft.title}",
+        f"# Written by `stldata add` on {now} from {draft.url}",
+        f"# ({draft.rows} rows in {', '.join(draft.tables)}"
+        + (f"; {draft.rejected} rows unreadable" if draft.rejected else "") + ").",
+        "# Everything below was guessed from the file: review the title, the column names",
+        "# and types, the key and the null spellings, then run `stldata ingest "
+        f"{draft.dataset_id} --source ...`.",
+        f"id = {_s(draft.dataset_id)}",
+        f"title = {_s(draft.title)}",
+        'description = ""',
+        'publisher = ""',
+        'license = ""',
+        'timezone = "America/Chicago"',
+        "# full: each ingest is the whole dataset (records missing from it are deleted);",
+        "# increment: each file replaces only the records that came from that file.",
+        'mode = "full"',
+        f"# Key: {draft.key_reason}.",
+        f"key = {_list(draft.key)}",
+        f"duplicate_keys = {_s(draft.duplicate_keys)}"
+        + ("   # a repeated key keeps its last row; the others are quarantined"
+           if draft.duplicate_keys == "last" else ""),
+        "",
+        "[source]",
+        f"url = {_s(draft.url)}",
+        f"# Sniffed {draft.evidence}.",
+        f"format = {_s(src.format)}",
+    ]
+    if src.format == "csv":
+        out += [f"delimiter = {_s(src.delimiter)}",
+                'encoding = "auto"          # each line UTF-8, else Windows-1252']
+    out.append(f"null_values = {_list(draft.null_values)}"
+               + ("   # spellings of 'no value' found in the file"
+                  if len(draft.null_values) > 1 else ""))
+    if src.format == "xlsx":
+        sheets = sorted({t.split(" sheet ", 1)[1] for t in draft.tables if " sheet " in t})
+        out.append(f"sheets = {_list(sheets)}   # names or glob patterns")
+    if src.format == "html":
+        out.append('# table = "caption:..."   # which table of the page; the first data '
+                   "table when unset")
+        if "://" in draft.url:
+            out.append(f"base_url = {_s(draft.url)}   # relative links resolve against it")
+    if draft.samples:
+        out.append(f"samples = {_list(draft.samples)}")
+    out.append(f"file_pattern = {_s(_pattern(draft.url, src.format))}")
+    skipped = [c for c in draft.columns if c.repeats_header]
+    for column in draft.columns:
+        if column.repeats_header:
+            continue
+        out += ["", "[[columns]]", f"name = {_s(column.name)}"]
+        note = (f"inferred from {column.values} values" if column.values
+                else "no values in the file")
+        if column.example:
+            note += f", e.g. {column.example[:40]!r}"
+        if column.nulls:
+            note += f"; {column.nulls} empty"
+        out.append(f"type = {_s(column.type)}".ljust(24) + f"# {note}")
+        if column.header != column.name:
+            out.append(f"aliases = {_list([column.header])}")
+        if column.name in draft.key and draft.duplicate_keys == "last":
+            out += ["required = true", "index = true"]
+    if skipped:
+        out += ["", "# Headers repeated in the file (only their first column can be read): "
+                + ", ".join(repr(c.header) for c in skipped)]
+    return "\n".join(out) + "\n"
+
+
+def _pattern(url: str, fmt: str) -> str:
+    suffix = Path(url.split("?", 1)[0]).suffix
+    return f"*{suffix}" if suffix else "*"
+
+
+def write_entry(catalog_dir: Path, draft: Draft, text: str, *, force: bool) -> Path:
+    """Check the entry with the catalog's loader, then write it; never overwrite an
+    existing entry unless ``force``."""
+    existing = existing_entry(catalog_dir, draft.dataset_id)
+    if existing and not force:
+        raise ConfigurationError(
+            f"dataset {draft.dataset_id!r} is already in the catalog ({existing}); pass "
+            "--force to replace its entry, or choose another id")
+    target = existing or catalog_dir / f"{draft.dataset_id}.toml"
+    catalog_dir.mkdir(parents=True, exist_ok=True)
+    # Not *.toml, so a catalog loaded meanwhile never sees a half-written entry.
+    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    temp.write_text(text, encoding="utf-8")
+    try:
+        load_dataset(temp)
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
+    return target
+
+
+def add_dataset(settings: Settings, dataset_id: str, source: str, *,
+                title: str | None = None, fmt: str | None = None,
+                key: list[str] | None = None, force: bool = False,
+                dry_run: bool = False) -> Added:
+    """Describe the source, write its catalog entry, then ingest and project it."""
+    check_dataset_id(dataset_id)
+    existing = existing_entry(settings.catalog_dir, dataset_id)
+    if existing and not force and not dry_run:
+        raise ConfigurationError(
+            f"dataset {dataset_id!r} is already in the catalog ({existing}); pass --force "
+            "to replace its entry, or choose another id")
+    draft = describe_source(settings, dataset_id, source, title=title, fmt=fmt, key=key)
+    text = render_toml(draft)
+    added = Added(draft, text)
+    if dry_run:
+        return added
+    added.path = write_entry(settings.catalog_dir, draft, text, force=force)
+
+    from stldata.ingest.ingester import Ingester
+    from stldata.runtime import Runtime
+
+    try:
+        runtime = Runtime.start(settings)
+        producer = runtime.producer()
+        try:
+            ingester = Ingester(settings, runtime.database, producer)
+            added.summary = ingester.ingest(runtime.catalog.get(dataset_id), source)
+        finally:
+            producer.close()
+        projector = runtime.projector()  # type: ignore[no-untyped-call]
+        try:
+            projector.run(until_idle=True)
+        finally:
+            projector.close()
+    except StlDataError as exc:
+        raise StlDataError(f"{exc.message} (the catalog entry {added.path} was written; "
+                           f"fix it or the source, then run `stldata ingest {dataset_id} "
+                           "--source ...`)") from exc
+    return added
