@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -253,3 +253,15 @@ def wait_for(what: str, check: Callable[[], T], timeout: float, *running: Spawne
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.02)
+
+
+def pages(client: Any, url: str) -> list[dict[str, Any]]:
+    """Every item of a records listing, following ``next`` links to the end."""
+    items: list[dict[str, Any]] = []
+    while url:
+        response = client.get(url)
+        assert response.status_code == 200, response.get_json()
+        body = response.get_json()
+        items += body["items"]
+        url = body["next"]
+    return items

@@ -10,18 +10,10 @@ import pytest
 
 from stldata.catalog import Catalog
 
-from conftest import CRIME_SAMPLES, ROOT, read_raw_csv
+from conftest import CRIME_SAMPLES, ROOT, pages, read_raw_csv
 
 RECORDS = "/api/v1/datasets/slmpd-crime/records"
 
-
-def pages(client: Any, url: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    while url:
-        body = client.get(url).get_json()
-        items += body["items"]
-        url = body["next"]
-    return items
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from conftest import CRIME_SAMPLES, query, read_raw_csv
+from conftest import CRIME_SAMPLES, pages, query, read_raw_csv
 
 MONTHS = sorted(CRIME_SAMPLES.iterdir())
 
@@ -24,21 +24,11 @@ def month_of(path: Path) -> tuple[str, int, int]:
     return months.pop(), len(rows), sum(int(r[count_col]) for r in rows)
 
 
-def all_pages(client: Any, url: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    while url:
-        response = client.get(url)
-        assert response.status_code == 200, response.get_json()
-        body = response.get_json()
-        items += body["items"]
-        url = body["next"]
-    return items
-
 
 @pytest.mark.parametrize("path", MONTHS, ids=[p.name for p in MONTHS])
 def test_each_month_sums_and_counts_like_the_raw_file(client: Any, path: Path) -> None:
     month, rows, total = month_of(path)
-    items = all_pages(client, f"/api/v1/datasets/slmpd-crime/records?coded_month={month}"
+    items = pages(client, f"/api/v1/datasets/slmpd-crime/records?coded_month={month}"
                               "&limit=1000")
     assert len(items) == rows
     assert sum(i["count"] for i in items) == total

@@ -18,18 +18,10 @@ from stldata.api.app import create_app
 from stldata.projection.tables import ensure_table
 from stldata.runtime import Runtime
 
-from conftest import CRIME_SAMPLES, query, read_raw_csv
+from conftest import CRIME_SAMPLES, pages, query, read_raw_csv
 
 BASE = "/api/v1/datasets/slmpd-crime"
 
-
-def pages(client: Any, url: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    while url:
-        body = client.get(url).get_json()
-        items += body["items"]
-        url = body["next"]
-    return items
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,7 @@ from conftest import (
     _runtime,
     ingest,
     make_settings,
+    pages,
     project,
 )
 
@@ -50,16 +51,6 @@ def geo_client(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         app.config["TESTING"] = True
         yield app.test_client()
 
-
-def pages(client: Any, url: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    while url:
-        response = client.get(url)
-        assert response.status_code == 200, response.get_json()
-        body = response.get_json()
-        items += body["items"]
-        url = body["next"]
-    return items
 
 
 @pytest.fixture(scope="module")

@@ -15,21 +15,11 @@ import sqlalchemy as sa
 from stldata.api.query import EXACT_COUNT_LIMIT, RecordQuery, count_matches, dataset_table
 from stldata.runtime import Runtime
 
-from conftest import CRIME_SAMPLES, read_raw_csv
+from conftest import CRIME_SAMPLES, pages, read_raw_csv
 
 RECORDS = "/api/v1/datasets/slmpd-crime/records"
 JUNE = RECORDS + "?coded_month=2018-06&limit=1000"
 
-
-def pages(client: Any, url: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    while url:
-        response = client.get(url)
-        assert response.status_code == 200, response.get_json()
-        body = response.get_json()
-        items += body["items"]
-        url = body["next"]
-    return items
 
 
 def raw_june() -> list[dict[str, str]]:

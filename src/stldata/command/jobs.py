@@ -16,6 +16,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from stldata.store.database import pid_is_running
+
 log = logging.getLogger(__name__)
 
 STATES = ("queued", "running", "committed", "aborted", "failed", "unchanged")
@@ -30,16 +32,6 @@ _FIELDS = ("id, dataset_id, state, source, snapshot_id, rows_so_far, bytes_read,
 
 def new_job_id() -> str:
     return secrets.token_hex(16)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class JobStore:
@@ -99,7 +91,7 @@ class JobStore:
                 "SELECT id, worker FROM ingest_jobs WHERE state IN ('queued', 'running') "
                 "AND worker LIKE :h"), {"h": host.replace("%", r"\%") + ":%"}).all()
         dead = [str(r.id) for r in rows
-                if not _pid_alive(int(str(r.worker).rsplit(":", 1)[1]))]
+                if not pid_is_running(int(str(r.worker).rsplit(":", 1)[1]))]
         for job_id in dead:
             log.warning("ingest job %s was left unfinished by a command service that "
                         "stopped; marking it failed", job_id)

@@ -85,14 +85,15 @@ def _forget_dead_users(pgdata: Path) -> None:
             pids = json.loads(handles.read_text())
         except (OSError, ValueError):
             return
-        alive = [pid for pid in pids if isinstance(pid, int) and _is_running(pid)]
+        alive = [pid for pid in pids if isinstance(pid, int) and pid_is_running(pid)]
         if alive != pids:
             log.debug("forgetting exited users of the embedded server: %s",
                       sorted(set(pids) - set(alive)))
             handles.write_text(json.dumps(alive))
 
 
-def _is_running(pid: int) -> bool:
+def pid_is_running(pid: int) -> bool:
+    """Whether a process of this machine still runs (signal 0 probes without touching it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
