@@ -25,8 +25,7 @@ from stldata.settings import Settings, get_settings
 
 from conftest import ROOT, query
 
-SHARED = ROOT.parent / "shared" / "data"
-LOOKUP = SHARED / "slmpd_crime" / "neighborhood_lookup.csv"
+LOOKUP = ROOT / "tests" / "data" / "neighborhood_lookup.csv"
 PAGE = ROOT / "data" / "stl-aldermen-meetings" / "stl_aldermen_detail.html"
 
 
@@ -54,8 +53,6 @@ def served(settings: Settings, dataset_id: str, **params: str) -> list[dict[str,
 
 
 def test_a_fresh_csv_is_described_ingested_and_served(settings: Settings) -> None:
-    if not LOOKUP.exists():
-        pytest.skip("the shared SLMPD lookup file is not present")
     added = add_dataset(settings, "neighborhood-lookup", str(LOOKUP))
     assert added.path == settings.catalog_dir / "neighborhood-lookup.toml"
     entry = tomllib.loads(added.path.read_text())

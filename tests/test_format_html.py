@@ -16,7 +16,8 @@ from stldata.runtime import Runtime
 from conftest import ROOT, ingest, project, query
 
 PAGE = ROOT / "data" / "stl-aldermen-meetings" / "stl_aldermen_detail.html"
-SHARED = ROOT.parent / "shared" / "data" / "html_pages_stl_region"
+#: Real pages of the same site that no bundled dataset reads (tests/data/README.md).
+SHARED = ROOT / "tests" / "data"
 SITE = "https://www.stlouis-mo.gov"
 SESSION_PAGE = f"{SITE}/government/departments/aldermen/aldermanic-legislative-session.cfm"
 
