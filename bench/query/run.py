@@ -207,7 +207,7 @@ def queries(dataset: Dataset) -> list[Query]:
         return [row["date_occur"] for row in body["rows"]]
 
     def ours_counts(body: Any) -> Any:
-        return sorted((row["neighborhood"], row["count"]) for row in body["groups"])
+        return sorted((row["neighborhood"], row["count"]) for row in body["items"])
 
     def datasette_counts(body: Any) -> Any:
         return sorted((row["neighborhood"], row["n"]) for row in body)
