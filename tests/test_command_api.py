@@ -5,9 +5,7 @@ with the records then served by the read API and checked against the raw files."
 from __future__ import annotations
 
 import csv
-import functools
 import hashlib
-import http.server
 import io
 import json
 import os
@@ -15,7 +13,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -33,7 +30,7 @@ from stldata.command.keys import KeyStore
 from stldata.runtime import Runtime
 from stldata.settings import get_settings
 
-from conftest import CSB_SAMPLES, Spawned, project, query, stldata_env, wait_for
+from conftest import CSB_SAMPLES, Spawned, project, query, serve_folder, stldata_env, wait_for
 
 CSB_2009 = CSB_SAMPLES / "csb_2009.csv"
 
@@ -264,14 +261,7 @@ def test_other_bodies(command: Command) -> None:
 
 @pytest.fixture(scope="module")
 def file_server() -> Iterator[str]:
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
-                                directory=str(CSB_SAMPLES))
-    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    yield from serve_folder(CSB_SAMPLES)
 
 
 def test_url_sources_only_under_allowed_prefixes(runtime: Runtime, file_server: str) -> None:

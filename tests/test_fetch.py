@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import csv
-import functools
-import http.server
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -13,19 +10,12 @@ import pytest
 from stldata.ingest.errors import FetchError
 from stldata.runtime import Runtime
 
-from conftest import CSB_SAMPLES, ingest, project, query
+from conftest import CSB_SAMPLES, ingest, project, query, serve_folder
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
-                                directory=str(CSB_SAMPLES))
-    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    yield from serve_folder(CSB_SAMPLES)
 
 
 def test_ingest_from_a_url(runtime: Runtime, server: str) -> None:
