@@ -129,3 +129,19 @@ def scenario_runtime(server_url: str, tmp: Path) -> Iterator[Scenario]:
     for url in _fresh_database(server_url):
         runtime = _runtime(make_settings(url, tmp / "home"))
         yield build(runtime, tmp)
+
+
+def scenario_client(scenario: Scenario) -> Any:
+    """A test client of the read API over the scenario's database."""
+    from stldata.api.app import create_app
+
+    app = create_app(scenario.runtime)
+    app.config["TESTING"] = True
+    return app.test_client()
+
+
+def get_json(api: Any, url: str, status: int = 200) -> Any:
+    """The JSON body of a GET, after checking its status (the body is shown if not)."""
+    response = api.get(url)
+    assert response.status_code == status, response.get_data(as_text=True)
+    return response.get_json()

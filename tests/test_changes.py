@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from history_scenario import Scenario, raw_rows, record_rows, scenario_runtime
-from stldata.api.app import create_app
+from history_scenario import Scenario, raw_rows, record_rows, scenario_client, scenario_runtime
+from history_scenario import get_json as _get
 
 from conftest import CRIME_SAMPLES, ingest, project
 
@@ -30,15 +30,7 @@ def scenario(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 @pytest.fixture(scope="module")
 def api(scenario: Scenario) -> FlaskClient:
-    app = create_app(scenario.runtime)
-    app.config["TESTING"] = True
-    return app.test_client()
-
-
-def _get(api: FlaskClient, url: str, status: int = 200) -> Any:
-    response = api.get(url)
-    assert response.status_code == status, response.get_data(as_text=True)
-    return response.get_json()
+    return scenario_client(scenario)
 
 
 def read_feed(api: FlaskClient, after: str | None, limit: int

@@ -17,8 +17,15 @@ import pytest
 import sqlalchemy as sa
 from flask.testing import FlaskClient
 
-from history_scenario import JANUARY, Scenario, raw_rows, record_rows, scenario_runtime
-from stldata.api.app import create_app
+from history_scenario import (
+    JANUARY,
+    Scenario,
+    raw_rows,
+    record_rows,
+    scenario_client,
+    scenario_runtime,
+)
+from history_scenario import get_json as _get
 from stldata.api.problems import BadParameter
 from stldata.api.query import build_select, dataset_table, parse_query
 from stldata.api.timetravel import resolve_as_of, table_as_of
@@ -36,15 +43,7 @@ def scenario(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 @pytest.fixture(scope="module")
 def api(scenario: Scenario) -> FlaskClient:
-    app = create_app(scenario.runtime)
-    app.config["TESTING"] = True
-    return app.test_client()
-
-
-def _get(api: FlaskClient, url: str, status: int = 200) -> Any:
-    response = api.get(url)
-    assert response.status_code == status, response.get_data(as_text=True)
-    return response.get_json()
+    return scenario_client(scenario)
 
 
 def _all_pages(api: FlaskClient, url: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
