@@ -19,7 +19,8 @@ import sqlalchemy as sa
 
 from stldata.api.app import create_app
 from stldata.api.geo import neighborhood_lookup
-from stldata.api.query import build_select, dataset_table, output_columns, parse_query
+from stldata.api.paging import build_select
+from stldata.api.query import dataset_table, output_columns, parse_query
 from stldata.projection.search_index import point_index_name
 from stldata.runtime import Runtime
 from stldata.settings import Settings

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from stldata.api.query import EXACT_COUNT_LIMIT, RecordQuery, count_matches, dataset_table
+from stldata.api.paging import EXACT_COUNT_LIMIT, count_matches
+from stldata.api.query import RecordQuery, dataset_table
 from stldata.runtime import Runtime
 
 from conftest import CRIME_SAMPLES, pages, read_raw_csv

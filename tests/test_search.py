@@ -14,7 +14,8 @@ from urllib.parse import quote
 import pytest
 import sqlalchemy as sa
 
-from stldata.api.query import build_select, dataset_table, output_columns, parse_query
+from stldata.api.paging import build_select
+from stldata.api.query import dataset_table, output_columns, parse_query
 from stldata.catalog import Column
 from stldata.projection.search_index import search_index_name
 from stldata.projection.tables import ensure_table

@@ -26,8 +26,9 @@ from history_scenario import (
     scenario_runtime,
 )
 from history_scenario import get_json as _get
+from stldata.api.paging import build_select
 from stldata.api.problems import BadParameter
-from stldata.api.query import build_select, dataset_table, parse_query
+from stldata.api.query import dataset_table, parse_query
 from stldata.api.timetravel import resolve_as_of, table_as_of
 from stldata.runtime import Runtime
 

@@ -23,10 +23,10 @@ from flask import Response, request
 from marshmallow import INCLUDE
 
 from stldata.api.geo import neighborhood_lookup
+from stldata.api.paging import build_select
 from stldata.api.problems import BadParameter
 from stldata.api.query import (
     RecordQuery,
-    build_select,
     output_columns,
     parse_query,
     records_from,

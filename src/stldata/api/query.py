@@ -28,7 +28,11 @@ from sqlalchemy.dialects import postgresql
 from stldata.api import geo
 from stldata.api.problems import BadParameter, NotFound
 from stldata.catalog import Dataset
-from stldata.projection.search_index import TEXT_SEARCH_CONFIG, search_document_sql
+from stldata.projection.search_index import (
+    DOCUMENT_COLUMN,
+    TEXT_SEARCH_CONFIG,
+    search_document_sql,
+)
 
 COMPARISONS: dict[str, Callable[[Any, Any], sa.ColumnElement[bool]]] = {
     "eq": operator.eq, "ne": operator.ne, "gt": operator.gt, "gte": operator.ge,
@@ -62,8 +66,6 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 MAX_IN_VALUES = 1000
 MAX_OR_TERMS = 50
-#: Up to this many matches ``total`` is exact; above it, the planner's estimate.
-EXACT_COUNT_LIMIT = 10_000
 
 _SA_TYPES: dict[str, Any] = {
     "text": sa.Text, "integer": sa.BigInteger, "number": sa.Float, "boolean": sa.Boolean,
@@ -189,6 +191,9 @@ class RecordQuery:
     cursor: list[Any] | None = None
     #: Columns to return besides ``_key`` (None: all of them).
     fields: list[str] | None = None
+    #: The direction of the record key that ends every order; None: that of the last
+    #: order column (so a one-column order is its index read forwards or backwards).
+    key_descending: bool | None = None
     #: Computed columns, by name: ``_rank`` with ``q``, ``_distance`` (metres) with ``near``.
     computed: dict[str, sa.ColumnElement[Any]] = field(default_factory=dict)
     format: str = "json"
@@ -390,23 +395,28 @@ def parse_or(dataset: Dataset, table: sa.FromClause, text: str) -> sa.ColumnElem
     return sa.or_(*alternatives)
 
 
-def search_document(dataset: Dataset) -> sa.ColumnElement[Any]:
-    """The record's full-text document: literally the indexed expression, so the GIN
-    index built by the projection matches it."""
+def search_document(dataset: Dataset, source: sa.FromClause | None = None
+                    ) -> sa.ColumnElement[Any]:
+    """The record's full-text document: the indexed column stored by the projection when
+    reading the dataset's table, else (records as of a past snapshot) the expression that
+    computes it."""
     document = search_document_sql(dataset)
     if document is None:
         raise BadParameter("q", f"dataset {dataset.id!r} has no text columns to search")
+    if isinstance(source, sa.Table):
+        return sa.literal_column(f'"{DOCUMENT_COLUMN}"', postgresql.TSVECTOR)
     return sa.literal_column(document, postgresql.TSVECTOR)
 
 
-def search_filter(dataset: Dataset, text: str
+def search_filter(dataset: Dataset, text: str, source: sa.FromClause | None = None
                   ) -> tuple[sa.ColumnElement[bool], sa.ColumnElement[float]]:
-    """``q``: (match predicate, rank) in web-search syntax: words, "a phrase", or, -not."""
+    """``q``: (match predicate, rank) in web-search syntax: words, "a phrase", or, -not.
+    ``source`` is what the query reads (see :func:`search_document`)."""
     if not text.strip():
         raise BadParameter("q", "is empty")
     if "\x00" in text:
         raise BadParameter("q", "contains a NUL character")
-    document = search_document(dataset)
+    document = search_document(dataset, source)
     query = sa.func.websearch_to_tsquery(
         sa.literal_column(f"'{TEXT_SEARCH_CONFIG}'::regconfig"), text)
     # ts_rank is a real; as double precision it survives the JSON cursor exactly, so the
@@ -434,7 +444,7 @@ def parse_query(dataset: Dataset, table: sa.FromClause, args: Mapping[str, list[
         query.filters.append(parse_or(dataset, table, text))
 
     if "q" in args:
-        match, rank = search_filter(dataset, _single(args, "q"))
+        match, rank = search_filter(dataset, _single(args, "q"), table)
         query.filters.append(match)
         query.computed[RANK] = rank
     _parse_geography(dataset, table, args, query, neighborhoods)
@@ -456,10 +466,17 @@ def parse_query(dataset: Dataset, table: sa.FromClause, args: Mapping[str, list[
                 query.fields.append(name)
 
     if "order" in args and _single(args, "order").strip():
-        for part in args["order"][0].split(","):
+        parts = args["order"][0].split(",")
+        for i, part in enumerate(parts):
             name = part.strip()
             descending = name.startswith("-")
             name = name[1:] if descending else name
+            if name == "_key":
+                # Every order ends with the key; naming it sets its direction.
+                if i != len(parts) - 1:
+                    raise BadParameter("order", "_key can only be the last order column")
+                query.key_descending = descending
+                break
             if name not in types and name not in query.computed:
                 hint = {RANK: " (_rank needs q)", DISTANCE: " (_distance needs near)"}
                 raise BadParameter("order", f"unknown column {name!r}{hint.get(name, '')}")
@@ -564,18 +581,6 @@ def decode_cursor(text: str, width: int) -> list[Any]:
     return values
 
 
-def _after(col: sa.ColumnElement[Any], value: Any, descending: bool) -> sa.ColumnElement[bool]:
-    """Rows strictly after ``value`` in this column's order, nulls sorting last."""
-    if value is None:
-        return sa.false()
-    strictly = col < value if descending else col > value
-    return sa.or_(strictly, col.is_(None))
-
-
-def _equal(col: sa.ColumnElement[Any], value: Any) -> sa.ColumnElement[bool]:
-    return col.is_(None) if value is None else col == value
-
-
 def output_columns(dataset: Dataset, table: sa.FromClause, query: RecordQuery,
                    *, with_order: bool = True) -> list[sa.ColumnElement[Any]]:
     """``_key``, ``_snapshot_id``, the chosen columns and computed ones; order columns
@@ -610,52 +615,3 @@ def visible_names(dataset: Dataset, query: RecordQuery) -> list[str]:
         places += [n for n, t in dataset.column_types().items() if t == "geometry"]
         names += [n for n in places if n not in names]
     return names + list(query.computed)
-
-
-def filtered_select(table: sa.FromClause, query: RecordQuery,
-                    columns: Sequence[sa.ColumnElement[Any]]) -> sa.Select[Any]:
-    return sa.select(*columns).select_from(table).where(*query.filters)
-
-
-def build_select(table: sa.FromClause, query: RecordQuery,
-                 columns: Sequence[sa.ColumnElement[Any]], *, paged: bool = True
-                 ) -> sa.Select[Any]:
-    stmt = filtered_select(table, query, columns)
-
-    keys = [(query.column(table, name), desc) for name, desc in query.order]
-    keys.append((table.c._key, False))
-    if query.cursor is not None and paged:
-        alternatives = []
-        for i, (col, desc) in enumerate(keys):
-            prefix = [_equal(c, query.cursor[j]) for j, (c, _) in enumerate(keys[:i])]
-            alternatives.append(sa.and_(*prefix, _after(col, query.cursor[i], desc)))
-        stmt = stmt.where(sa.or_(*alternatives))
-
-    ordering = [(col.desc() if desc else col.asc()).nulls_last() for col, desc in keys]
-    stmt = stmt.order_by(*ordering)
-    return stmt.limit(query.limit + 1) if paged else stmt
-
-
-def count_matches(conn: sa.Connection, table: sa.FromClause, query: RecordQuery,
-                  *, exact_limit: int = EXACT_COUNT_LIMIT) -> tuple[int, bool]:
-    """(total, is_estimate): exact when at most ``exact_limit`` records match (counting
-    stops there), else the planner's row estimate, never below ``exact_limit + 1``."""
-    bounded = filtered_select(table, query, [sa.literal(1)]).limit(exact_limit + 1)
-    exact = conn.execute(sa.select(sa.func.count()).select_from(bounded.subquery()))
-    counted = int(exact.scalar_one())
-    if counted <= exact_limit:
-        return counted, False
-    if not query.filters and isinstance(table, sa.Table):
-        estimate = conn.execute(sa.text(
-            "SELECT reltuples FROM pg_class WHERE oid = to_regclass(:t)"),
-            {"t": table.name}).scalar()
-    else:
-        statement = filtered_select(table, query, [sa.literal(1)])
-        compiled = statement.compile(dialect=conn.dialect,
-                                     compile_kwargs={"render_postcompile": True})
-        plan = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + str(compiled),
-                                    compiled.params).scalar()
-        if isinstance(plan, str):
-            plan = orjson.loads(plan)
-        estimate = plan[0]["Plan"]["Plan Rows"] if plan else None
-    return max(int(estimate or 0), exact_limit + 1), True

@@ -2,7 +2,7 @@
 
 ``GET /api/v1/datasets/{id}/records`` answers a page (``limit``, keyset ``cursor``) as
 JSON, JSON lines, CSV or GeoJSON, with ``total``: exact up to
-:data:`~stldata.api.query.EXACT_COUNT_LIMIT` matches, the planner's estimate beyond
+:data:`~stldata.api.paging.EXACT_COUNT_LIMIT` matches, the planner's estimate beyond
 (``total_is_estimate``), so no page pays for a full COUNT. :func:`register` also adds
 the export and cross-dataset search endpoints.
 """
@@ -18,10 +18,9 @@ from flask import Response, request, url_for
 
 from stldata.api import exports, schemas, search
 from stldata.api.geo import neighborhood_lookup
+from stldata.api.paging import read_page
 from stldata.api.query import (
     FORMATS,
-    build_select,
-    count_matches,
     encode_cursor,
     output_columns,
     parse_query,
@@ -114,9 +113,7 @@ def _register_records(app: APIFlask, model: ReadModel) -> None:
             query = parse_query(dataset, table, args, neighborhoods=neighborhood_lookup(
                 conn, model.dataset, model.metadata))
             columns = output_columns(dataset, table, query)
-            result = conn.execute(build_select(table, query, columns))
-            keys, rows = list(result.keys()), result.all()
-            total, estimated = count_matches(conn, table, query)
+            keys, rows, total, estimated = read_page(conn, table, query, columns)
             snapshot = _page_snapshot(conn, dataset, args)
 
         page = rows[: query.limit]

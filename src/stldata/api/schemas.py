@@ -17,7 +17,9 @@ class RecordsQuery(Schema):
         metadata={"description": "Records per page (1-1000, default 100)."})
     order = fields.String(metadata={
         "description": "Comma-separated columns to sort by; prefix - for descending. "
-                       "Ties are broken by the record key.",
+                       "Nulls come last either way. Ties are broken by the record key, "
+                       "in the direction of the last column, or as `_key` / `-_key` "
+                       "given last (`q=...&order=_key` lists matches by key, unranked).",
         "example": "-date_occur,district"})
     cursor = fields.String(metadata={
         "description": "Opaque position from the `next` link of the previous page."})

@@ -15,11 +15,11 @@ import sqlalchemy as sa
 from apiflask import APIFlask, Schema, fields, validators
 
 from stldata.api.exports import record_of
+from stldata.api.paging import count_matches
 from stldata.api.problems import BadParameter
 from stldata.api.query import (
     RANK,
     RecordQuery,
-    count_matches,
     dataset_table,
     search_filter,
 )
@@ -94,7 +94,7 @@ def register(app: APIFlask, model: ReadModel) -> None:
 def _search_dataset(conn: sa.Connection, model: ReadModel, dataset: Any, text: str,
                     limit: int) -> dict[str, Any] | None:
     table = dataset_table(dataset, model.metadata)
-    match, rank = search_filter(dataset, text)
+    match, rank = search_filter(dataset, text, table)
     names = list(dataset.column_types())
     statement = (sa.select(table.c._key, *(table.c[n] for n in names), rank.label(RANK))
                  .where(match).order_by(sa.desc(RANK), table.c._key).limit(limit))

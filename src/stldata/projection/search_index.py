@@ -1,11 +1,14 @@
-"""Indexes that serve the read API's full-text and geographic queries.
+"""The stored search document and the indexes that serve the read API's full-text and
+geographic queries.
 
 Full-text search (``q=``) matches one document per record: the dataset's text columns
-joined with spaces, as an English ``tsvector``. The GIN index is built on exactly the SQL
-expression that :func:`search_document_sql` returns, and the API queries with the same
-text, so PostgreSQL can match the expression to the index. The index name carries a
-digest of the column list: when a dataset gains a text column (a catalog edit, or an
-``auto`` column pinned as text), a new index replaces the old one.
+joined with spaces, as an English ``tsvector``. The document is a stored generated column,
+``_document``, so that it is parsed once when a record is written rather than on every
+query that filters or ranks by it (parsing ten columns with English stemming costs about
+60 microseconds a record; ranking 65,000 matches by recomputing it took seconds). A GIN
+index on the column serves the matches. The column's comment holds a digest of its
+expression: when a dataset gains a text column (a catalog edit, or an ``auto`` column
+pinned as text), the column is computed again and the index rebuilt.
 
 Point datasets (those with WGS84 longitude/latitude columns) get a GiST index on the
 point in micro-degrees, :func:`point_sql`: bounding boxes and point-in-polygon tests
@@ -52,12 +55,20 @@ def search_document_sql(dataset: Dataset) -> str | None:
     return f"to_tsvector('{TEXT_SEARCH_CONFIG}'::regconfig, {joined})"
 
 
+#: The stored generated column holding each record's search document.
+DOCUMENT_COLUMN = "_document"
+
+
+def _document_digest(document: str) -> str:
+    return hashlib.sha256(document.encode()).hexdigest()[:10]
+
+
 def search_index_name(dataset: Dataset) -> str | None:
     document = search_document_sql(dataset)
     if document is None:
         return None
-    digest = hashlib.sha256(document.encode()).hexdigest()[:10]
-    return f"{dataset.table_name[:45]}__fts_{digest}"
+    # "ftsd": the index of the stored column (older "fts_" indexes were on the expression).
+    return f"{dataset.table_name[:44]}__ftsd_{_document_digest(document)}"
 
 
 #: Degrees to the unit of indexed points; written as SQL text in both the index and the
@@ -76,25 +87,51 @@ def point_index_name(dataset: Dataset) -> str:
 
 
 def ensure_query_indexes(conn: Conn, dataset: Dataset) -> None:
-    """Create the search and point indexes of a dataset table, dropping a stale search
-    index; cheap when they exist. Runs in the caller's transaction."""
+    """Create the search document, its index and the point index of a dataset table,
+    replacing a stale document; cheap when they are current. Runs in the caller's
+    transaction."""
     table = sql.Identifier(dataset.table_name)
+    _ensure_document(conn, dataset)
     wanted = search_index_name(dataset)
     stale = conn.execute(
         "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() "
         "AND tablename = %s AND indexname LIKE %s",
-        (dataset.table_name, dataset.table_name[:45].replace("_", r"\_") + r"\_\_fts\_%"),
+        (dataset.table_name, dataset.table_name[:44].replace("_", r"\_") + r"%\_\_fts%"),
     ).fetchall()
     for (name,) in stale:
         if name != wanted:
-            log.info("dropping search index %s: the text columns of %s changed",
+            log.info("dropping search index %s: the search document of %s changed",
                      name, dataset.id)
             conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(name)))
-    document = search_document_sql(dataset)
-    if wanted and document:
-        conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING gin (({}))").format(
-            sql.Identifier(wanted), table, sql.SQL(document)))
+    if wanted:
+        conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING gin ({})").format(
+            sql.Identifier(wanted), table, sql.Identifier(DOCUMENT_COLUMN)))
     if dataset.geometry is not None:
         point = point_sql(_quote(dataset.geometry.longitude), _quote(dataset.geometry.latitude))
         conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING gist (({}))").format(
             sql.Identifier(point_index_name(dataset)), table, sql.SQL(point)))
+
+
+def _ensure_document(conn: Conn, dataset: Dataset) -> None:
+    """Add (or compute again) the stored ``_document`` column for the current text
+    columns; drop it when the dataset has none."""
+    table = sql.Identifier(dataset.table_name)
+    column = sql.Identifier(DOCUMENT_COLUMN)
+    document = search_document_sql(dataset)
+    row = conn.execute(
+        "SELECT col_description(attrelid, attnum) FROM pg_attribute "
+        "WHERE attrelid = to_regclass(%s) AND attname = %s AND NOT attisdropped",
+        (dataset.table_name, DOCUMENT_COLUMN)).fetchone()
+    digest = None if document is None else _document_digest(document)
+    if row is not None and row[0] == digest:
+        return
+    if row is not None:
+        log.info("recomputing the search document of %s: its text columns changed "
+                 "(this rewrites the table once)", dataset.id)
+        conn.execute(sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(table, column))
+    if document is None or digest is None:
+        return
+    conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} tsvector GENERATED ALWAYS AS ({}) "
+                         "STORED").format(table, column, sql.SQL(document)))
+    conn.execute(sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
+        table, column, sql.Literal(digest)))
