@@ -29,6 +29,13 @@ class Settings(BaseSettings):
         None,
         description="postgresql:// URL of an existing server; unset starts the embedded one.",
     )
+    embedded_shared_buffers: str = Field(
+        "auto", pattern=r"^(auto|[1-9][0-9]*(kB|MB|GB))$",
+        description="shared_buffers of the embedded PostgreSQL, e.g. `512MB`; `auto` is a "
+        "quarter of the machine's memory, at most 2GB (PostgreSQL's own default, 128MB, "
+        "rereads a large dataset from the OS on every search). Applied when the server "
+        "starts.",
+    )
     catalog_dir: Path = Field(
         PROJECT_ROOT / "catalog", description="Folder of dataset catalog files (*.toml)."
     )

