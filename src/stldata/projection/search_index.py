@@ -135,3 +135,6 @@ def _ensure_document(conn: Conn, dataset: Dataset) -> None:
                          "STORED").format(table, column, sql.SQL(document)))
     conn.execute(sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
         table, column, sql.Literal(digest)))
+    # The planner's estimate of how many records a search matches (which decides whether a
+    # page's total is counted) needs statistics on the new column.
+    conn.execute(sql.SQL("ANALYZE {} ({})").format(table, column))
