@@ -88,7 +88,8 @@ def free_port() -> int:
 
 def environment(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STLDATA_")}
-    env.update(STLDATA_HOME=str(home), STLDATA_LOG_LEVEL="WARNING")
+    # Rate limits off: the load generator is one client, and Datasette has none.
+    env.update(STLDATA_HOME=str(home), STLDATA_LOG_LEVEL="WARNING", STLDATA_RATE_LIMIT="")
     return env
 
 
