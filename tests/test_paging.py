@@ -168,3 +168,22 @@ def test_the_stored_search_document_follows_the_text_columns(runtime: Runtime) -
             f"SELECT _key FROM {dataset.table_name} WHERE _document @@ "
             "websearch_to_tsquery('english', 'bicycles forest')").fetchall()
     assert found == [("k1",)]
+
+
+def test_a_request_checks_out_one_connection(loaded: Runtime) -> None:
+    """Validators, the page, its count and its snapshot all read through one pooled
+    connection: one checkout, so one liveness ping, per request."""
+    from stldata.api.app import create_app
+
+    app = create_app(loaded)
+    model = app.extensions["stldata.read_model"]
+    checkouts: list[int] = []
+    sa.event.listen(model.engine, "checkout", lambda *_: checkouts.append(1))
+    client = app.test_client()
+
+    for url in (f"{RECORDS}?district=3&limit=5", f"{RECORDS}?order=-date_occur&limit=5",
+                "/api/v1/datasets/slmpd-crime/aggregate?group_by=district"):
+        checkouts.clear()
+        assert client.get(url).status_code == 200
+        assert len(checkouts) == 1, url
+    assert model.engine.pool.checkedout() == 0  # every connection went back

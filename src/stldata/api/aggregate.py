@@ -313,6 +313,6 @@ def register(app: APIFlask, model: Any) -> None:
              responses={400: "Bad parameter", 404: "Unknown dataset"})
     def aggregate(dataset_id: str, query_data: dict[str, Any]) -> Any:
         dataset = model.dataset(dataset_id)
-        with model.engine.connect() as conn:
+        with model.connect() as conn:
             return run_aggregate(conn, dataset, model.metadata,
                                  request.args.to_dict(flat=False))

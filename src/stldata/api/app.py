@@ -9,13 +9,15 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from apiflask import APIFlask, HTTPError
-from flask import Response, render_template, request
+from flask import Response, g, has_request_context, render_template, request
 from werkzeug.exceptions import HTTPException
 
 import stldata
@@ -68,13 +70,38 @@ class ReadModel:
         self._lag_lock = threading.Lock()
         self._consumers: Any = None
 
+    @contextmanager
+    def connect(self) -> Iterator[sa.Connection]:
+        """The current request's connection: checked out of the pool (and its liveness
+        pinged) once per request, however many steps read through it, and returned when
+        the request ends (see :func:`create_app`). Outside a request, one of its own."""
+        if not has_request_context():
+            with self.engine.connect() as own:
+                yield own
+            return
+        shared: sa.Connection | None = g.get("stldata_connection")
+        if shared is None or shared.closed:
+            shared = g.stldata_connection = self.engine.connect()
+        try:
+            yield shared
+        except Exception:
+            # A failed statement aborts the transaction; later steps start a new one.
+            if not shared.invalidated:
+                shared.rollback()
+            raise
+
+    def release(self) -> None:
+        conn: sa.Connection | None = g.pop("stldata_connection", None)
+        if conn is not None:
+            conn.close()
+
     def dataset(self, dataset_id: str) -> Dataset:
         dataset = self.runtime.catalog.datasets.get(dataset_id)
         if dataset is None:
             raise NotFound(f"no dataset {dataset_id!r}; see /api/v1/datasets")
         if not any(c.type == "auto" for c in dataset.columns):
             return dataset
-        with self.engine.connect() as conn:
+        with self.connect() as conn:
             rows = conn.execute(sa.text(
                 "SELECT column_name, type FROM column_types WHERE dataset_id = :d"),
                 {"d": dataset.id}).all()
@@ -139,6 +166,7 @@ def create_app(runtime: Runtime) -> APIFlask:
     model = ReadModel(runtime)
     app.extensions["stldata.read_model"] = model
     install_rate_limits(app, runtime)  # per client; /health exempt
+    app.teardown_request(lambda _error: model.release())
 
     @app.error_processor
     def http_error(error: HTTPError) -> Response:

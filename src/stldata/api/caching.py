@@ -115,7 +115,7 @@ def validators_for(model: ReadModel) -> Validators | None:
         dataset_id, rest = match["id"], match["rest"] or ""
         scope = "dataset:" + repr(catalog[dataset_id])
 
-    with model.engine.connect() as conn:
+    with model.connect() as conn:
         pinned = _pinned_state(conn, dataset_id, rest) if dataset_id else None
         if pinned is not None:
             (state, last_modified), policy = pinned, PINNED

@@ -108,7 +108,7 @@ def _register_records(app: APIFlask, model: ReadModel) -> None:
         if "bom" in args and args.get("format", ["json"])[0] != "csv":
             args.pop("bom")  # harmless outside CSV
         bom = exports.parse_bom(args)
-        with model.engine.connect() as conn:
+        with model.connect() as conn:
             table = records_from(conn, dataset, model.metadata, args)
             query = parse_query(dataset, table, args, neighborhoods=neighborhood_lookup(
                 conn, model.dataset, model.metadata))

@@ -75,7 +75,7 @@ def register(app: APIFlask, model: ReadModel) -> None:
         if not text.strip():
             raise BadParameter("q", "is empty")
         results = []
-        with model.engine.connect() as conn:
+        with model.connect() as conn:
             for entry in model.runtime.catalog:
                 dataset = model.dataset(entry.id)
                 if search_document_sql(dataset) is None:
