@@ -22,6 +22,7 @@ from apiflask.schemas import FileSchema
 from flask import Response, request
 from marshmallow import INCLUDE
 
+from stldata.api import schemas
 from stldata.api.geo import neighborhood_lookup
 from stldata.api.paging import build_select
 from stldata.api.problems import BadParameter
@@ -277,9 +278,13 @@ def _register_export(app: APIFlask, model: ReadModel, format_: str) -> None:
 
     export.__name__ = f"export_{format_}"
     media = MEDIA_TYPES[format_].split(";")[0]
+    # FileSchema names the one media type; the 200 below gives it a schema (an object for
+    # GeoJSON), an example and the headers.
     decorated = app.doc(
         summary=f"Export records as {format_.upper()}", tags=["Records"],
-        description=EXPORT_HELP, responses={400: "Bad parameter", 404: "Unknown dataset"},
+        description=EXPORT_HELP,
+        responses=schemas.responses(schemas.export_response(format_, media),
+                                    {400: "Bad parameter", 404: "Unknown dataset"}),
     )(app.output(FileSchema, content_type=media, description=f"Every matching record as "
                  f"{format_}")(app.input(ExportQuery, location="query")(export)))
     app.get(f"/api/v1/datasets/<dataset_id>/export.{format_}")(decorated)

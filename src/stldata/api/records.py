@@ -99,9 +99,10 @@ def register(app: APIFlask, model: ReadModel) -> None:
 def _register_records(app: APIFlask, model: ReadModel) -> None:
     @app.get("/api/v1/datasets/<dataset_id>/records")
     @app.input(RecordListQuery, location="query")
-    @app.output(RecordsPageOut)
+    @app.output(RecordsPageOut, example=schemas.RECORDS_PAGE_EXAMPLE)
     @app.doc(summary="List records", tags=["Records"], description=FILTER_HELP,
-             responses={400: "Bad parameter", 404: "Unknown dataset"})
+             responses=schemas.responses(schemas.records_response(exports.MEDIA_TYPES),
+                                         {400: "Bad parameter", 404: "Unknown dataset"}))
     def list_records(dataset_id: str, query_data: dict[str, Any]) -> Any:
         dataset = model.dataset(dataset_id)
         args = request.args.to_dict(flat=False)

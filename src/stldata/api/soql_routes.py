@@ -5,6 +5,10 @@ The ``$``-parameters are parsed by :mod:`stldata.api.soql` and compiled by
 filter, as on Socrata (``$$``-parameters such as ``$$app_token`` are ignored). Queries run
 under a statement timeout, and a query PostgreSQL refuses at run time (a division by zero,
 an overflow) is a 400 naming the problem, never a 500.
+
+``as_of`` (a snapshot id or an ISO-8601 time) runs the query over the records as they were
+at that snapshot, exactly as on ``/records`` and ``/aggregate``
+(:mod:`stldata.api.timetravel`).
 """
 
 from __future__ import annotations
@@ -17,14 +21,16 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import sqlalchemy as sa
-from apiflask import APIFlask
+from apiflask import APIFlask, fields
 from flask import Response, request
 
 from stldata.api import analytics_schemas as schemas
-from stldata.api import exports
+from stldata.api import exports, timetravel
+from stldata.api import schemas as formats
 from stldata.api.aggregate import ensure_loaded
 from stldata.api.problems import BadParameter
 from stldata.api.query import dataset_table, parse_value, search_filter
+from stldata.api.soql_compile import SoqlQuery as CompiledQuery
 from stldata.api.soql_compile import build_query, format_value
 from stldata.catalog import Dataset
 
@@ -35,6 +41,16 @@ SOQL_PARAMS = ("$select", "$where", "$order", "$group", "$having", "$limit", "$o
 TIMEOUT_SECONDS = 30
 MEDIA_TYPES = {"json": "application/json", "csv": "text/csv",
                "geojson": "application/geo+json"}
+#: Parameters of ours besides SoQL's: not column filters.
+OWN_PARAMS = (timetravel.PARAM,)
+
+
+class SoqlAsOfQuery(schemas.SoqlQuery):
+    as_of = fields.String(metadata={
+        "description": "Time travel: run the query over the records as they were at a "
+                       "snapshot id of the dataset, or at an ISO-8601 time (the last "
+                       "snapshot committed at or before it), as on /records and /aggregate.",
+        "example": "2017-06-01T12:00:00"})
 
 
 def _filters(dataset: Dataset, table: sa.FromClause, args: dict[str, list[str]]
@@ -43,8 +59,8 @@ def _filters(dataset: Dataset, table: sa.FromClause, args: dict[str, list[str]]
     types = dataset.column_types()
     filters: list[sa.ColumnElement[bool]] = []
     for param, values in args.items():
-        if param.startswith("$$"):
-            continue  # Socrata's system parameters ($$app_token...): nothing to do here
+        if param.startswith("$$") or param in OWN_PARAMS:
+            continue  # Socrata's system parameters ($$app_token...), and as_of (the table)
         if param.startswith("$"):
             if param not in SOQL_PARAMS:
                 raise BadParameter(param, f"unknown SoQL parameter; they are "
@@ -62,7 +78,7 @@ def _filters(dataset: Dataset, table: sa.FromClause, args: dict[str, list[str]]
         if len(args["$q"]) > 1:
             raise BadParameter("$q", "given more than once")
         try:
-            match, _ = search_filter(dataset, args["$q"][0])
+            match, _ = search_filter(dataset, args["$q"][0], table)
         except BadParameter as exc:
             raise BadParameter("$q", exc.reason) from None
         filters.append(match)
@@ -93,6 +109,50 @@ def _execute(conn: sa.Connection, statement: sa.Select[Any], args: dict[str, lis
         raise
 
 
+def _records_table(conn: sa.Connection, dataset: Dataset, metadata: sa.MetaData,
+                   args: dict[str, list[str]]) -> sa.FromClause:
+    """The current records, or with ``as_of`` the records at that snapshot or time."""
+    if timetravel.PARAM not in args:
+        return dataset_table(dataset, metadata)
+    values = args[timetravel.PARAM]
+    if len(values) > 1:
+        raise BadParameter(timetravel.PARAM, "given more than once")
+    snapshot_id = timetravel.resolve_as_of(conn, dataset, values[0])
+    return timetravel.table_as_of(dataset, snapshot_id, metadata)
+
+
+def _run(conn: sa.Connection, dataset: Dataset, table: sa.FromClause, fmt: str,
+         shape: str | None, args: dict[str, list[str]]
+         ) -> tuple[list[sa.Row[Any]], CompiledQuery, tuple[str, str] | None, str | None]:
+    """Compile and run the query; for GeoJSON, with the columns that locate each row.
+
+    Returns the rows, the compiled query, the (longitude, latitude) names of a Point and
+    the name of the geometry column in the rows, when they are there.
+    """
+    query = build_query(dataset, table, {k: v for k, v in args.items()
+                                         if k in SOQL_PARAMS and k != "$q"},
+                        _filters(dataset, table, args))
+    statement = query.statement
+    names = [c.name for c in query.columns]
+    point: tuple[str, str] | None = None
+    if fmt == "geojson" and dataset.geometry is not None:
+        lon, lat = dataset.geometry.longitude, dataset.geometry.latitude
+        if lon in names and lat in names:
+            point = (lon, lat)
+        elif not query.grouped:
+            statement = statement.add_columns(table.c[lon].label("__lon"),
+                                              table.c[lat].label("__lat"))
+            point = ("__lon", "__lat")
+    shape_at: str | None = None
+    if fmt == "geojson" and shape is not None:
+        if shape in names:
+            shape_at = shape
+        elif not query.grouped:
+            statement = statement.add_columns(table.c[shape].label("__shape"))
+            shape_at = "__shape"
+    return _execute(conn, statement, args), query, point, shape_at
+
+
 def _csv_cell(value: Any) -> str:
     if value is None:
         return ""
@@ -107,15 +167,15 @@ def register(app: APIFlask, model: Any) -> None:
     """Add the /resource endpoints to the app (``model`` is its ReadModel)."""
 
     @app.get("/resource/<dataset_id>.<any(json, csv, geojson):fmt>")
-    @app.input(schemas.SoqlQuery, location="query")
+    @app.input(SoqlAsOfQuery, location="query")
     @app.doc(summary="Query a dataset with SoQL (Socrata-compatible)", tags=["SoQL"],
-             description=schemas.SOQL_HELP,
-             responses={200: "Rows as a JSON array, CSV, or a GeoJSON FeatureCollection",
-                        400: "Bad parameter (with the position in the query)",
-                        404: "Unknown dataset"})
+             description=schemas.SOQL_HELP + " `as_of` (a snapshot id or ISO-8601 time) "
+             "queries the records as they were then.",
+             responses=formats.responses(formats.soql_response(MEDIA_TYPES), {
+                 400: "Bad parameter (with the position in the query)",
+                 404: "Unknown dataset"}))
     def soql_resource(dataset_id: str, fmt: str, query_data: dict[str, Any]) -> Response:
         dataset = model.dataset(dataset_id)
-        table = dataset_table(dataset, model.metadata)
         args = request.args.to_dict(flat=False)
         # Features are Points from longitude/latitude or, as on the records endpoint, the
         # shapes of the geometry column.
@@ -123,30 +183,11 @@ def register(app: APIFlask, model: Any) -> None:
         if fmt == "geojson" and dataset.geometry is None and shape is None:
             raise BadParameter("format", f"dataset {dataset.id!r} has no coordinates; "
                                          "use .json or .csv")
-        query = build_query(dataset, table, {k: v for k, v in args.items()
-                                             if k in SOQL_PARAMS and k != "$q"},
-                            _filters(dataset, table, args))
-        statement = query.statement
-        names = [c.name for c in query.columns]
-        point: tuple[str, str] | None = None
-        if fmt == "geojson" and dataset.geometry is not None:
-            lon, lat = dataset.geometry.longitude, dataset.geometry.latitude
-            if lon in names and lat in names:
-                point = (lon, lat)
-            elif not query.grouped:
-                statement = statement.add_columns(table.c[lon].label("__lon"),
-                                                  table.c[lat].label("__lat"))
-                point = ("__lon", "__lat")
-        shape_at: str | None = None
-        if fmt == "geojson" and shape is not None:
-            if shape in names:
-                shape_at = shape
-            elif not query.grouped:
-                statement = statement.add_columns(table.c[shape].label("__shape"))
-                shape_at = "__shape"
         with model.engine.connect() as conn:
             ensure_loaded(conn, dataset)
-            rows = _execute(conn, statement, args)
+            table = _records_table(conn, dataset, model.metadata, args)
+            rows, query, point, shape_at = _run(conn, dataset, table, fmt, shape, args)
+        names = [c.name for c in query.columns]
 
         tz = ZoneInfo(dataset.timezone)
         types = [c.type for c in query.columns]
