@@ -258,3 +258,22 @@ def test_schemathesis_conformance_of_every_format(loaded: Runtime,
                                 + " | ".join(str(exc).strip().splitlines()[:12]))
     assert ran >= 60
     assert not failures, "\n".join(failures)
+
+
+def test_error_responses_are_documented_as_problems(client: Any) -> None:
+    """The apps answer errors as application/problem+json, and the spec says so."""
+    from stldata.command.app import create_command_app
+
+    specs = [client.get("/openapi.json").get_json()]
+    command = create_command_app(client.application.extensions["stldata.read_model"].runtime)
+    specs.append(command.test_client().get("/openapi.json").get_json())
+    for spec in specs:
+        errors = [(path, status, response["content"])
+                  for path, operations in spec["paths"].items()
+                  for operation in operations.values()
+                  for status, response in operation["responses"].items()
+                  if status[0] in "45" and "content" in response]
+        assert errors
+        assert all(list(content) == ["application/problem+json"] for *_, content in errors)
+    bad = client.get("/api/v1/datasets/slmpd-crime/records?limit=0")
+    assert bad.status_code == 400 and bad.mimetype == "application/problem+json"

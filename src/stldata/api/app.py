@@ -26,7 +26,7 @@ from stldata.api.aggregate import register as register_aggregate
 from stldata.api.caching import register_caching
 from stldata.api.history import register_history
 from stldata.api.limits import install_rate_limits
-from stldata.api.problems import PROBLEM_JSON, ApiProblem, NotFound
+from stldata.api.problems import PROBLEM_JSON, ApiProblem, NotFound, problem_media_types
 from stldata.api.quality import register_quality
 from stldata.api.query import dataset_table
 from stldata.api.records import register as register_records
@@ -166,6 +166,7 @@ def create_app(runtime: Runtime) -> APIFlask:
     model = ReadModel(runtime)
     app.extensions["stldata.read_model"] = model
     install_rate_limits(app, runtime)  # per client; /health exempt
+    app.spec_processor(problem_media_types)
     app.teardown_request(lambda _error: model.release())
 
     @app.error_processor

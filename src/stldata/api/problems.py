@@ -43,3 +43,19 @@ class NotFound(ApiProblem):
     status = 404
     title = "Not Found"
 
+
+def problem_media_types(spec: dict[str, Any] | str) -> dict[str, Any] | str:
+    """Document error responses as the problem+json the apps send (APIFlask writes them
+    as application/json); a spec processor."""
+    if isinstance(spec, str):  # only for SPEC_FORMAT=yaml, which the apps do not use
+        return spec
+    for operations in spec.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict):
+                continue
+            for status, response in operation.get("responses", {}).items():
+                content = response.get("content") if isinstance(response, dict) else None
+                if str(status)[:1] in ("4", "5") and content and "application/json" in content:
+                    content[PROBLEM_JSON] = content.pop("application/json")
+    return spec
+

@@ -23,7 +23,7 @@ from werkzeug.utils import secure_filename
 
 import stldata
 from stldata.api.limits import install_rate_limits, request_key
-from stldata.api.problems import PROBLEM_JSON, ApiProblem, NotFound
+from stldata.api.problems import PROBLEM_JSON, ApiProblem, NotFound, problem_media_types
 from stldata.catalog import Dataset
 from stldata.command import schemas
 from stldata.command.jobs import JobStore, new_job_id
@@ -131,7 +131,7 @@ def create_command_app(runtime: Runtime, *, workers: IngestWorker | None = None)
                              "Every operation needs an API key."},
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.spec_processor(_document_request_body)
+    app.spec_processor(lambda spec: problem_media_types(_document_request_body(spec)))
     _install_error_handlers(app, settings.command_max_upload_bytes)
 
     engine = runtime.database.engine(pool_size=4, max_overflow=4)
