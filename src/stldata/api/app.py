@@ -66,6 +66,10 @@ class ReadModel:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.engine = runtime.database.engine(pool_size=8, max_overflow=8)
+        # Request reads run in autocommit: a read needs no transaction, and BEGIN and
+        # ROLLBACK would be two more round trips per request. (Exports' server-side
+        # cursors and SoQL's statement timeout use self.engine, in a transaction.)
+        self._reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.metadata = sa.MetaData()
         self._lag_lock = threading.Lock()
         self._consumers: Any = None
@@ -76,12 +80,12 @@ class ReadModel:
         pinged) once per request, however many steps read through it, and returned when
         the request ends (see :func:`create_app`). Outside a request, one of its own."""
         if not has_request_context():
-            with self.engine.connect() as own:
+            with self._reader.connect() as own:
                 yield own
             return
         shared: sa.Connection | None = g.get("stldata_connection")
         if shared is None or shared.closed:
-            shared = g.stldata_connection = self.engine.connect()
+            shared = g.stldata_connection = self._reader.connect()
         try:
             yield shared
         except Exception:

@@ -55,16 +55,22 @@ class Validators:
     etag: str
     last_modified: datetime | None
     cache_control: str
+    #: The dataset's latest committed snapshot when the answer follows it (not pinned):
+    #: read here once, so the view need not ask again.
+    dataset_id: str | None = None
+    latest_snapshot: int | None = None
 
 
-def _state(conn: sa.Connection, dataset_id: str | None) -> tuple[str, datetime | None]:
-    """What the read model's answers depend on: committed snapshots (and pinned types)."""
+def _state(conn: sa.Connection, dataset_id: str | None
+           ) -> tuple[str, datetime | None, int | None]:
+    """What the read model's answers depend on: committed snapshots (and pinned types);
+    with the time of the last commit and the latest snapshot id."""
     scope = "" if dataset_id is None else "AND dataset_id = :ds"
     row = conn.execute(sa.text(
         "SELECT count(*), max(id), max(committed_at), "
         f"(SELECT count(*) FROM column_types WHERE true {scope}) "  # noqa: S608 - fixed text
         f"FROM snapshots WHERE status = 'committed' {scope}"), {"ds": dataset_id}).one()
-    return f"{row[0]}:{row[1]}:{row[3]}", row[2]
+    return f"{row[0]}:{row[1]}:{row[3]}", row[2], None if row[1] is None else int(row[1])
 
 
 def _pinned_state(conn: sa.Connection, dataset_id: str, rest: str
@@ -115,18 +121,19 @@ def validators_for(model: ReadModel) -> Validators | None:
         dataset_id, rest = match["id"], match["rest"] or ""
         scope = "dataset:" + repr(catalog[dataset_id])
 
+    latest = None
     with model.connect() as conn:
         pinned = _pinned_state(conn, dataset_id, rest) if dataset_id else None
         if pinned is not None:
             (state, last_modified), policy = pinned, PINNED
         else:
-            state, last_modified = _state(conn, dataset_id)
+            state, last_modified, latest = _state(conn, dataset_id)
             policy = REVALIDATE if rest.rstrip("/") == "/changes" else CURRENT
     digest = hashlib.blake2b(digest_size=16)
     for part in (scope, state, request.path, request.query_string.decode("latin-1"),
                  request.headers.get("Accept", "")):
         digest.update(part.encode() + b"\x00")
-    return Validators(digest.hexdigest(), last_modified, policy)
+    return Validators(digest.hexdigest(), last_modified, policy, dataset_id, latest)
 
 
 def model_view() -> Callable[..., Any] | None:
@@ -174,3 +181,13 @@ def register_caching(app: APIFlask, model: ReadModel) -> None:
         if v is not None and response.status_code == 200:
             _stamp(response, v)
         return response
+
+
+def latest_snapshot_read(dataset_id: str) -> int | None:
+    """The latest committed snapshot of the dataset as this request's validators read it,
+    or None when they did not (pinned, uncached, or no snapshot yet)."""
+    v: Validators | None = g.get("stldata_validators")
+    if v is None or v.dataset_id != dataset_id:
+        return None
+    return v.latest_snapshot
+

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from apiflask import APIFlask, fields
 from flask import Response, request, url_for
 
-from stldata.api import exports, schemas, search
+from stldata.api import caching, exports, schemas, search
 from stldata.api.geo import neighborhood_lookup
 from stldata.api.paging import read_page
 from stldata.api.query import (
@@ -153,6 +153,9 @@ def _page_snapshot(conn: sa.Connection, dataset: Dataset,
         from stldata.api import timetravel
 
         return timetravel.resolve_as_of(conn, dataset, args["as_of"][0])
+    already = caching.latest_snapshot_read(dataset.id)
+    if already is not None:
+        return already
     sid = conn.execute(sa.text(
         "SELECT max(id) FROM snapshots WHERE dataset_id = :d AND status = 'committed'"),
         {"d": dataset.id}).scalar()
