@@ -92,18 +92,62 @@ def generate(out: Path, rows: int, root: Path = DEFAULT_SOURCE) -> int:
     return written
 
 
+#: The 3-1-1 month whose rows make a csb-311-shaped file (19 columns, request id first).
+CSB_SOURCE = (PROJECT_ROOT.parent / "shared" / "data" / "csb_311_service_requests"
+              / "csb_requests_2018-01.csv")
+#: Each pass's request ids are the month's plus this times the pass number (1, 2, ...).
+CSB_PASS_STRIDE = 10_000_000
+
+
+def generate_csb(out: Path, rows: int, source: Path = CSB_SOURCE) -> tuple[int, int]:
+    """Stream ``rows`` csb-311 rows to ``out``; return (rows written, distinct request ids).
+
+    The January 2018 month repeated byte for byte, with each pass's REQUESTIDs moved by
+    ``pass * 10,000,000``: distinct across passes, so the file has about as many keys as
+    rows, while the ids the City itself repeats within the month (98 of its 8,812 rows)
+    stay repeated within each pass, so the 'last' policy has rows to supersede.
+    """
+    with source.open("rb") as stream:
+        header = stream.readline()
+        lines = [line if line.endswith(b"\n") else line + b"\n"
+                 for line in stream if line.strip()]
+    written = 0
+    keys: set[int] = set()
+    with out.open("wb", buffering=1 << 20) as sink:
+        sink.write(header)
+        repetition = 1
+        while written < rows:
+            for line in lines:
+                first, rest = line.split(b",", 1)
+                key = repetition * CSB_PASS_STRIDE + int(first)
+                keys.add(key)
+                sink.write(b"%d,%s" % (key, rest))
+                written += 1
+                if written == rows:
+                    return written, len(keys)
+            repetition += 1
+    return written, len(keys)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="data rows to write")
     parser.add_argument("--out", type=Path, required=True, help="CSV file to write")
-    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE,
-                        help="folder of the SLMPD monthly files (default: ../shared/...)")
+    parser.add_argument("--source", type=Path,
+                        help="folder of the SLMPD monthly files, or the 3-1-1 month for "
+                             "csb-311 (default: under ../shared/data)")
+    parser.add_argument("--dataset", choices=("slmpd-crime", "csb-311"),
+                        default="slmpd-crime", help="the shape of file to write")
     args = parser.parse_args(argv)
     if args.rows < 1:
         parser.error("--rows must be at least 1")
 
     started = time.perf_counter()
-    written = generate(args.out, args.rows, args.source)
+    if args.dataset == "csb-311":
+        written, keys = generate_csb(args.out, args.rows, args.source or CSB_SOURCE)
+        print(f"{keys} distinct request ids", file=sys.stderr)
+    else:
+        written = generate(args.out, args.rows, args.source or DEFAULT_SOURCE)
     print(f"wrote {written} rows ({args.out.stat().st_size / 1e6:.1f} MB) to {args.out} "
           f"in {time.perf_counter() - started:.1f}s", file=sys.stderr)
     return 0

@@ -271,7 +271,6 @@ class Ingester:
     def _publish_file(self, dataset: Dataset, snapshot_id: int, file: SourceFile,
                       builder: RecordBuilder, tick: Progress | None) -> FileStats:
         stats = FileStats(file.partition, file.sha256)
-        builder.start_file(file.partition)
         batch: list[Record] = []
         reported = 0
         for table in open_tables(dataset.source, file.path, file.partition):
@@ -317,12 +316,15 @@ class Ingester:
     def _send_records(self, dataset: Dataset, snapshot_id: int, file: SourceFile,
                       builder: RecordBuilder, batch: list[Record], stats: FileStats) -> None:
         builder.finish_batch(batch)
+        # Under 'last' the projection quarantines superseded rows at their position, which
+        # it rebuilds from the line unless the row's table has a label (a sheet's name).
+        row_positions = dataset.duplicate_keys == "last"
         for record in batch:
             if record.issues:
                 stats.with_issues += 1
             self.producer.send(dataset.topic, RecordPut(
                 snapshot_id, dataset.id, record.key, file.partition, record.line, record.hash,
-                record.values, record.source, record.issue_dicts(),
+                record.values, record.source, record.issue_dicts(row_position=row_positions),
             ).to_bytes(), key=record.key.encode())
         stats.published += len(batch)
         # No flush per batch: the producer bounds its own buffer (Kafka's send blocks when

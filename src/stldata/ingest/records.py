@@ -15,6 +15,7 @@ from stldata.catalog import Dataset
 from stldata.ingest.coerce import Coercer, Value, make_coercer
 from stldata.ingest.positions import position_text
 from stldata.ingest.reader import HeaderMap
+from stldata.projection.stage import ROW_POSITION
 
 
 @dataclass
@@ -22,19 +23,9 @@ class Issue:
     column: str | None
     raw: str | None
     reason: str
-    #: Where the quarantined row is, when it is not the record's own row (the row a
-    #: duplicate key supersedes).
-    file: str | None = None
-    line: int | None = None
-    position: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"column": self.column, "raw": self.raw, "reason": self.reason}
-        if self.file is not None:
-            out.update(file=self.file, line=self.line)
-        if self.position is not None:
-            out["position"] = self.position
-        return out
+        return {"column": self.column, "raw": self.raw, "reason": self.reason}
 
 
 @dataclass
@@ -47,10 +38,14 @@ class Record:
     #: The label of the table the row came from (a sheet), for its position text.
     label: str = ""
 
-    def issue_dicts(self) -> list[dict[str, Any]]:
-        """The issues as sent on the log, each with the position of its row."""
+    def issue_dicts(self, *, row_position: bool = False) -> list[dict[str, Any]]:
+        """The issues as sent on the log, each with the position of its row; with
+        ``row_position``, also the row's position when it is not plainly its line."""
         here = position_text(self.label, self.line)
-        return [{"position": here, **i.as_dict()} for i in self.issues]
+        out = [{"position": here, **i.as_dict()} for i in self.issues]
+        if row_position and here != f"line {self.line}":
+            out.append({ROW_POSITION: here})
+        return out
 
     @property
     def hash(self) -> str:
@@ -84,8 +79,6 @@ class RecordBuilder:
             Transformer.from_crs(dataset.geometry.crs, "EPSG:4326", always_xy=True)
             if dataset.geometry else None
         )
-        self._file = ""
-        self._earlier: dict[str, list[tuple[str, int, str]]] = {}
         #: The label of the table being read (a sheet), set by the ingester per table.
         self.label = ""
         # Quality report: per column, how many cells each normalization changed.
@@ -94,10 +87,6 @@ class RecordBuilder:
         self._changed_kind = {
             c.name: _VALUE_MAPPED if c.values else _SPACES_COLLAPSED
             for c in dataset.columns if c.type in ("text", "auto")}
-
-    def start_file(self, name: str) -> None:
-        """Superseded rows (the 'last' policy) are tracked across the snapshot."""
-        self._file = name
 
     def build(self, header: HeaderMap, line: int, cells: list[str]) -> Record:
         values: dict[str, Value] = {}
@@ -177,23 +166,10 @@ class RecordBuilder:
             record.values[geometry.latitude] = None if lat is None else round(lat, 7)
 
     def _key(self, record: Record) -> str:
+        # Every row is published under its key as read, and the builder remembers no key:
+        # its memory does not grow with the keys of a file. The projection resolves
+        # repeats set-based when it applies the snapshot (stldata.projection.apply):
+        # under 'number' it numbers them #2, #3 in file order (one row per victim);
+        # under 'last' the newest row wins and each row it supersedes is quarantined.
         parts = [record.values.get(k) for k in self.dataset.key]
-        key = "|".join("" if p is None else str(p) for p in parts)
-
-        if self.dataset.duplicate_keys == "last":
-            # The newest row of a key wins; it carries a note for every row it replaces,
-            # since the notes on the rows it replaces are discarded with them.
-            here = f"{self._file} line {record.line}"
-            earlier = self._earlier.setdefault(key, [])
-            for file, line, label in earlier:
-                record.issues.append(Issue(
-                    None, key, f"duplicate key: the row at {file} line {line} is superseded "
-                               f"by the row at {here}",
-                    file=file, line=line, position=position_text(label, line)))
-            earlier.append((self._file, record.line, record.label))
-            return key
-
-        # Legitimate repeats (one row per victim) are published under the same key; the
-        # projection numbers them #2, #3 in file order (stldata.projection.apply), so the
-        # ingester's memory does not grow with the keys of a file.
-        return key
+        return "|".join("" if p is None else str(p) for p in parts)

@@ -16,8 +16,8 @@ from psycopg import sql
 from stldata.catalog import Dataset
 from stldata.log.events import SnapshotCommitted
 from stldata.projection.aggregates import maintain_aggregates
-from stldata.projection.quality import store_coercions
-from stldata.projection.stage import SYSTEM
+from stldata.projection.quality import store_coercions, with_repeats
+from stldata.projection.stage import ROW_POSITION, SYSTEM
 from stldata.projection.tables import stage_table_name
 from stldata.store.database import Conn
 
@@ -67,6 +67,8 @@ def apply_snapshot(conn: Conn, dataset: Dataset, event: SnapshotCommitted) -> Ap
     was_empty = _is_empty(conn, table)
 
     keyed = _keyed_rows(conn, dataset, stage, params)
+    # Per file, the rows quarantined as repeats of a key that had no issue of their own.
+    repeats: dict[str, int] = {}
     single_file = len(event.files) == 1
     if single_file and dataset.duplicate_keys == "number":
         # Numbered keys are unique within a file: every row is its key's only row.
@@ -75,10 +77,13 @@ def apply_snapshot(conn: Conn, dataset: Dataset, event: SnapshotCommitted) -> Ap
     else:
         # A key staged several times (from several files, or repeated under the 'last'
         # policy): the newest message wins.
-        conn.execute(sql.SQL("""
+        keys = conn.execute(sql.SQL("""
             CREATE TEMP TABLE apply_stage ON COMMIT DROP AS
             SELECT DISTINCT ON (_key) * FROM ({keyed}) k
-            ORDER BY _key, _position DESC""").format(keyed=keyed), params)
+            ORDER BY _key, _position DESC""").format(keyed=keyed), params).rowcount
+        if dataset.duplicate_keys == "last" and keys < event.record_count:
+            # Fewer keys than records: some rows were superseded.
+            repeats = _quarantine_superseded(conn, stage, params)
     conn.execute("ALTER TABLE apply_stage ADD PRIMARY KEY (_key)")
     increment = _mode(conn, event.snapshot_id) == "increment"
     if increment:
@@ -164,17 +169,19 @@ def apply_snapshot(conn: Conn, dataset: Dataset, event: SnapshotCommitted) -> Ap
         SELECT %(ds)s, key, true, %(sid)s FROM apply_deleted""", params)
 
     # Cells that failed their type: kept with file, line, column, raw value and reason.
-    # An issue about another row (the row a duplicate key supersedes) names that row.
+    # Entries without a reason are not issues (a row's position, for the notes above), and
+    # notes on superseded rows that an older ingester attached to the winning row (with
+    # their 'file') are left out: the notes are written from the staged rows instead.
     conn.execute(sql.SQL("""
         INSERT INTO quarantine
             (dataset_id, snapshot_id, source_file, line, record_key, column_name, raw_value,
              reason, position)
-        SELECT %(ds)s, %(sid)s, coalesce(i ->> 'file', s._partition),
-               coalesce((i ->> 'line')::integer, s._line), s._key,
+        SELECT %(ds)s, %(sid)s, s._partition, s._line, s._key,
                i ->> 'column', i ->> 'raw', i ->> 'reason', i ->> 'position'
         FROM apply_stage s, jsonb_array_elements(s._issues) i
-        WHERE s._issues IS NOT NULL"""), params)
+        WHERE s._issues IS NOT NULL AND i ? 'reason' AND NOT i ? 'file'"""), params)
     store_coercions(conn, event)  # quality report (stldata.projection.quality)
+    quarantined, files = with_repeats(event, repeats)
 
     conn.execute(sql.SQL("""
         UPDATE snapshots SET status = 'committed', committed_at = now(),
@@ -184,8 +191,8 @@ def apply_snapshot(conn: Conn, dataset: Dataset, event: SnapshotCommitted) -> Ap
             row_count = (SELECT count(*) FROM {table})
         WHERE id = %(sid)s""").format(table=table), {
         **params, "records": event.record_count, "rows": event.rows_read,
-        "quarantined": event.quarantined, "sha": event.sha256,
-        "files": orjson.dumps(event.files).decode(), "added": counts.added,
+        "quarantined": quarantined, "sha": event.sha256,
+        "files": orjson.dumps(files).decode(), "added": counts.added,
         "changed": counts.changed, "deleted": counts.deleted, "unchanged": counts.unchanged})
     discard_staged(conn, dataset, event.snapshot_id)
     maintain_aggregates(conn, dataset, event.snapshot_id)  # stldata.projection.aggregates
@@ -223,6 +230,57 @@ def _keyed_rows(conn: Conn, dataset: Dataset, stage: sql.Identifier,
         SELECT coalesce(r.key, s._key) AS _key, {rest}
         FROM {stage} s LEFT JOIN apply_repeats r ON r._position = s._position
         WHERE s._snapshot_id = %(sid)s""").format(rest=rest, stage=stage)
+
+
+def _quarantine_superseded(conn: Conn, stage: sql.Identifier,
+                           params: dict[str, object]) -> dict[str, int]:
+    """Under the 'last' policy, quarantine every staged row that a newer row of its key
+    supersedes, at its own file, line and position, naming the row that won.
+
+    Set-based over the snapshot's staged rows, with the ingester's order: every message
+    of a key is on one log partition, so the newest position is the row published last
+    (the last row of the key in the last file that has it). One aggregate over the
+    snapshot's keys finds the repeated ones; only their rows are then sorted.
+
+    Returns, per file, how many rows repeat a key published before them in the snapshot
+    and have no issue of their own: the ingester counted those among the quarantined
+    rows when it tracked the keys, and the snapshot's figures stay the same.
+    """
+    conn.execute(sql.SQL("""
+        CREATE TEMP TABLE apply_repeated ON COMMIT DROP AS
+        SELECT _key FROM {stage} WHERE _snapshot_id = %(sid)s
+        GROUP BY _key HAVING count(*) > 1""").format(stage=stage), params)
+    conn.execute("ANALYZE apply_repeated")
+    conn.execute(sql.SQL("""
+        CREATE TEMP TABLE apply_superseded ON COMMIT DROP AS
+        SELECT s._key, s._position, s._partition, s._line,
+               row_number() OVER newest AS from_newest,
+               count(*) OVER (PARTITION BY s._key) AS rows_of_key,
+               first_value(s._partition) OVER newest AS by_partition,
+               first_value(s._line) OVER newest AS by_line,
+               -- A cell's issue has a reason; a row's position has none.
+               EXISTS (SELECT 1 FROM jsonb_array_elements(s._issues) i
+                       WHERE i ? 'reason' AND NOT i ? 'file') AS has_issues,
+               (SELECT i ->> {row_position} FROM jsonb_array_elements(s._issues) i
+                WHERE i ? {row_position} LIMIT 1) AS position
+        FROM {stage} s JOIN apply_repeated r ON r._key = s._key
+        WHERE s._snapshot_id = %(sid)s
+        WINDOW newest AS (PARTITION BY s._key ORDER BY s._position DESC)""").format(
+        stage=stage, row_position=sql.Literal(ROW_POSITION)), params)
+    conn.execute("""
+        INSERT INTO quarantine
+            (dataset_id, snapshot_id, source_file, line, record_key, column_name, raw_value,
+             reason, position)
+        SELECT %(ds)s, %(sid)s, _partition, _line, _key, NULL, _key,
+               'duplicate key: the row at ' || _partition || ' line ' || _line
+               || ' is superseded by the row at ' || by_partition || ' line ' || by_line,
+               coalesce(position, 'line ' || _line)
+        FROM apply_superseded WHERE from_newest > 1
+        ORDER BY _key, _position""", params)
+    rows = conn.execute("""
+        SELECT _partition, count(*) FROM apply_superseded
+        WHERE from_newest < rows_of_key AND NOT has_issues GROUP BY _partition""").fetchall()
+    return {str(partition): int(n) for partition, n in rows}
 
 
 def _drop_secondary_indexes(conn: Conn, table_name: str) -> list[str]:
