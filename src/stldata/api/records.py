@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
+import orjson
 import sqlalchemy as sa
 from apiflask import APIFlask, fields
 from flask import Response, request, url_for
@@ -128,9 +129,12 @@ def _register_records(app: APIFlask, model: ReadModel) -> None:
             next_url = url_for("list_records", dataset_id=dataset.id) + "?" + urlencode(
                 [*params, ("cursor", cursor)])
         if query.format == "json":
-            return {"dataset": dataset.id, "snapshot_id": snapshot, "count": len(page),
-                    "total": total, "total_is_estimate": estimated,
-                    "items": [layout.record(v) for v in values], "next": next_url}
+            page_object = {"dataset": dataset.id, "snapshot_id": snapshot, "count": len(page),
+                           "total": total, "total_is_estimate": estimated,
+                           "items": [layout.record(v) for v in values], "next": next_url}
+            # Already in its documented shape (RecordsPageOut), with JSON-ready values:
+            # encoded directly, a page of 1,000 records skips a schema pass over each one.
+            return Response(orjson.dumps(page_object), mimetype="application/json")
 
         members = {"dataset": dataset.id, "count": len(page), "total": total,
                    "total_is_estimate": estimated, "next": next_url}
