@@ -65,7 +65,8 @@ class ReadModel:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.engine = runtime.database.engine(pool_size=8, max_overflow=8)
+        # Connections unused for a second are checked before use; under load none are.
+        self.engine = runtime.database.engine(pool_size=8, max_overflow=8, ping_after_idle=1.0)
         # Request reads run in autocommit: a read needs no transaction, and BEGIN and
         # ROLLBACK would be two more round trips per request. (Exports' server-side
         # cursors and SoQL's statement timeout use self.engine, in a transaction.)

@@ -165,8 +165,16 @@ class Database:
     def sqlalchemy_url(self) -> str:
         return "postgresql+psycopg" + self.url[len("postgresql"):]
 
-    def engine(self, **kwargs: Any) -> sa.Engine:
-        return sa.create_engine(self.sqlalchemy_url, pool_pre_ping=True, **kwargs)
+    def engine(self, *, ping_after_idle: float | None = None, **kwargs: Any) -> sa.Engine:
+        """An engine whose pooled connections are checked before use: every time, or
+        with ``ping_after_idle`` only after that many seconds unused (a busy server then
+        pays no round trip per checkout, and one idle across a PostgreSQL restart still
+        gets a live connection)."""
+        if ping_after_idle is None:
+            return sa.create_engine(self.sqlalchemy_url, pool_pre_ping=True, **kwargs)
+        engine = sa.create_engine(self.sqlalchemy_url, **kwargs)
+        _ping_after_idle(engine, ping_after_idle)
+        return engine
 
     def connect(self, *, autocommit: bool = False) -> Conn:
         try:
@@ -186,3 +194,24 @@ class Database:
         host = netloc[-1]
         user = netloc[0].split(":", 1)[0] + "@" if len(netloc) == 2 else ""
         return urlunsplit((parts.scheme, user + host, parts.path, parts.query, ""))
+
+def _ping_after_idle(engine: sa.Engine, seconds: float) -> None:
+    def checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get("stldata.last_checkin", 0.0) <= seconds:
+            return
+        try:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            if not dbapi_connection.autocommit:
+                dbapi_connection.rollback()  # the ping's transaction; settings come next
+        except psycopg.Error as exc:
+            # The pool discards this connection and checks out another (a documented
+            # SQLAlchemy protocol), so a restart costs no request an error.
+            raise sa.exc.DisconnectionError(f"pooled connection is dead: {exc}") from exc
+
+    def checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["stldata.last_checkin"] = time.monotonic()
+
+    sa.event.listen(engine, "checkout", checkout)
+    sa.event.listen(engine, "checkin", checkin)
+
