@@ -15,7 +15,7 @@ from stldata.catalog import Dataset
 from stldata.ingest.coerce import Coercer, Value, make_coercer
 from stldata.ingest.positions import position_text
 from stldata.ingest.reader import HeaderMap
-from stldata.projection.stage import ROW_POSITION
+from stldata.log.events import ROW_POSITION
 
 
 @dataclass

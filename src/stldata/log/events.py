@@ -64,6 +64,13 @@ class SnapshotAborted(Event):
     reason: str
 
 
+#: The entry of a record's ``issues`` that is not an issue but the row's place in words
+#: (``{"row_position": "sheet Jan row 7"}``, no reason), sent under the 'last' policy when
+#: the line alone does not give it: a row that a later row of its key supersedes is listed
+#: in the quarantine at its own position, and the projection finds that text here.
+ROW_POSITION = "row_position"
+
+
 @dataclass(frozen=True)
 class RecordPut(Event):
     name: ClassVar[str] = "record-put"

@@ -14,10 +14,10 @@ import orjson
 from psycopg import sql
 
 from stldata.catalog import Dataset
-from stldata.log.events import SnapshotCommitted
+from stldata.log.events import ROW_POSITION, SnapshotCommitted
 from stldata.projection.aggregates import maintain_aggregates
 from stldata.projection.quality import store_coercions, with_repeats
-from stldata.projection.stage import ROW_POSITION, SYSTEM
+from stldata.projection.stage import SYSTEM
 from stldata.projection.tables import stage_table_name
 from stldata.store.database import Conn
 

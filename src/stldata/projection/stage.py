@@ -24,12 +24,6 @@ from stldata.store.database import Conn
 SYSTEM = ("_snapshot_id", "_key", "_position", "_partition", "_line", "_hash", "_source",
           "_values", "_issues")
 
-#: The entry of a record's issue list that is not an issue but the row's place in words
-#: (``{"row_position": "sheet Jan row 7"}``, no reason), sent under the 'last' policy when
-#: the line alone does not give it: a row that a later row of its key supersedes is listed
-#: in the quarantine at its own position, and the projection finds that text here.
-ROW_POSITION = "row_position"
-
 #: Offsets of one log partition stay below this; see :func:`log_position`.
 _OFFSETS_PER_PARTITION = 1 << 40
 
