@@ -122,15 +122,17 @@ def test_a_failure_midway_aborts_the_snapshot(stored: Runtime, tmp_path: Path) -
     """Good rows first, garbage later: the partial snapshot never reaches the read model."""
     before = state(stored)
     path = tmp_path / "may2017.csv"
-    path.write_bytes((CRIME_SAMPLES / "may2017.csv").read_bytes() + b"\x00\x00garbage\r\n")
+    good = (CRIME_SAMPLES / "may2017.csv").read_bytes()
+    path.write_bytes(good + b"\x00\x00garbage\r\n")
+    nul_line = good.count(b"\n") + 1  # the line after the good ones
 
     result = run_cli(stored, "ingest", "slmpd-crime", "--source", str(path))
     project(stored)
 
-    assert result.returncode == 1 and "binary content" in result.stderr
+    assert result.returncode == 1 and f"text with a NUL byte at line {nul_line} " in result.stderr
     assert state(stored) == before
     status = query(stored, "SELECT status, reason FROM snapshots WHERE id = 2")[0]
-    assert status[0] == "aborted" and "binary content" in status[1]
+    assert status[0] == "aborted" and f"NUL byte at line {nul_line} " in status[1]
     assert query(stored, "SELECT count(*) FROM stage_ds_slmpd_crime")[0][0] == 0
     assert query(stored, "SELECT count(*) FROM quarantine WHERE snapshot_id = 2")[0][0] == 0
 

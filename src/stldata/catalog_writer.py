@@ -8,7 +8,6 @@ written; an existing entry is never overwritten without ``force``.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tomllib
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from stldata.catalog import Dataset, Source, load_dataset
+from stldata.catalog import CatalogError, Dataset, Source, load_dataset
 from stldata.errors import ConfigurationError, StlDataError
 from stldata.ingest.describe import Draft, describe_files
 from stldata.ingest.ingester import IngestSummary
@@ -86,9 +85,35 @@ def _sample_glob(path: Path) -> list[str]:
         return []
 
 
+#: TOML's short escapes; every other control character is written as \\uXXXX.
+_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n",
+                 "\f": "\\f", "\r": "\\r"}
+
+
+def _toml_char(char: str) -> str:
+    if char in _TOML_ESCAPES:
+        return _TOML_ESCAPES[char]
+    code = ord(char)
+    if code < 0x20 or code == 0x7F:
+        return f"\\u{code:04X}"
+    if 0xD800 <= code <= 0xDFFF:
+        # A lone surrogate (undecodable bytes read with surrogateescape) is no Unicode
+        # scalar value, so TOML cannot hold it in any spelling.
+        return "\\uFFFD"
+    return char
+
+
 def _s(value: str) -> str:
-    # JSON string syntax is valid TOML basic-string syntax (\uXXXX escapes included).
-    return json.dumps(value)
+    """A TOML basic string. Characters outside the BMP (😀) are written as themselves:
+    the \\uD83D\\uDE00 surrogate pair JSON would write is invalid in TOML."""
+    return '"' + "".join(_toml_char(c) for c in value) + '"'
+
+
+def _comment(text: str) -> str:
+    """Text for a ``#`` comment, which must stay on its line and hold no control
+    characters."""
+    return "".join(" " if ord(c) < 0x20 or ord(c) == 0x7F
+                   else "\uFFFD" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
 
 
 def _list(values: list[str]) -> str:
@@ -100,9 +125,9 @@ def render_toml(draft: Draft) -> str:
     src = draft.source
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     out = [
-        f"# {draft.title}",
-        f"# Written by `stldata add` on {now} from {draft.url}",
-        f"# ({draft.rows} rows in {', '.join(draft.tables)}"
+        f"# {_comment(draft.title)}",
+        f"# Written by `stldata add` on {now} from {_comment(draft.url)}",
+        f"# ({draft.rows} rows in {_comment(', '.join(draft.tables))}"
         + (f"; {draft.rejected} rows unreadable" if draft.rejected else "") + ").",
         "# Everything below was guessed from the file: review the title, the column names",
         "# and types, the key and the null spellings, then run `stldata ingest "
@@ -116,7 +141,7 @@ def render_toml(draft: Draft) -> str:
         "# full: each ingest is the whole dataset (records missing from it are deleted);",
         "# increment: each file replaces only the records that came from that file.",
         'mode = "full"',
-        f"# Key: {draft.key_reason}.",
+        f"# Key: {_comment(draft.key_reason)}.",
         f"key = {_list(draft.key)}",
         f"duplicate_keys = {_s(draft.duplicate_keys)}"
         + ("   # a repeated key keeps its last row; the others are quarantined"
@@ -124,12 +149,13 @@ def render_toml(draft: Draft) -> str:
         "",
         "[source]",
         f"url = {_s(draft.url)}",
-        f"# Sniffed {draft.evidence}.",
+        f"# Sniffed {_comment(draft.evidence)}.",
         f"format = {_s(src.format)}",
     ]
     if src.format == "csv":
         out += [f"delimiter = {_s(src.delimiter)}",
-                'encoding = "auto"          # each line UTF-8, else Windows-1252']
+                'encoding = "auto"          # UTF-16 by its byte order mark, else each line '
+                "UTF-8 or Windows-1252"]
     out.append(f"null_values = {_list(draft.null_values)}"
                + ("   # spellings of 'no value' found in the file"
                   if len(draft.null_values) > 1 else ""))
@@ -144,15 +170,12 @@ def render_toml(draft: Draft) -> str:
     if draft.samples:
         out.append(f"samples = {_list(draft.samples)}")
     out.append(f"file_pattern = {_s(_pattern(draft.url, src.format))}")
-    skipped = [c for c in draft.columns if c.repeats_header]
     for column in draft.columns:
-        if column.repeats_header:
-            continue
         out += ["", "[[columns]]", f"name = {_s(column.name)}"]
         note = (f"inferred from {column.values} values" if column.values
                 else "no values in the file")
         if column.example:
-            note += f", e.g. {column.example[:40]!r}"
+            note += f", e.g. {_comment(repr(column.example[:40]))}"
         if column.nulls:
             note += f"; {column.nulls} empty"
         out.append(f"type = {_s(column.type)}".ljust(24) + f"# {note}")
@@ -160,9 +183,6 @@ def render_toml(draft: Draft) -> str:
             out.append(f"aliases = {_list([column.header])}")
         if column.name in draft.key and draft.duplicate_keys == "last":
             out += ["required = true", "index = true"]
-    if skipped:
-        out += ["", "# Headers repeated in the file (only their first column can be read): "
-                + ", ".join(repr(c.header) for c in skipped)]
     return "\n".join(out) + "\n"
 
 
@@ -185,7 +205,12 @@ def write_entry(catalog_dir: Path, draft: Draft, text: str, *, force: bool) -> P
     temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     temp.write_text(text, encoding="utf-8")
     try:
-        load_dataset(temp)
+        try:
+            load_dataset(temp)
+        except CatalogError as exc:
+            # The temp file's name means nothing to the person who ran `stldata add`.
+            raise CatalogError(target, f"the entry written for it is invalid ({exc.problem}); "
+                                       "this is a bug in `stldata add`") from exc
         os.replace(temp, target)
     finally:
         temp.unlink(missing_ok=True)

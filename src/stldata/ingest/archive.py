@@ -16,6 +16,7 @@ import re
 import struct
 import zipfile
 import zlib
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -128,6 +129,14 @@ def read_members(archive: Path, label: str, patterns: tuple[str, ...], limits: A
         names = ", ".join(e.filename for e in entries[:20]) or "none"
         raise ArchiveError(label, None, f"no member matches {list(patterns)}; it holds: "
                                         f"{names}")
+    repeated = [(n, times) for n, times in Counter(e.filename for e in chosen).items()
+                if times > 1]
+    if repeated:
+        # A ZIP may hold one name twice (appended to, not rewritten); which is the
+        # current file is anyone's guess, and both would claim one partition.
+        raise ArchiveError(label, repeated[0][0],
+                           f"the archive holds {repeated[0][1]} members with this name; "
+                           "repack it with each file once")
     _check_declared(label, chosen, limits)
 
     members: list[Member] = []

@@ -7,9 +7,11 @@ Values come out JSON-ready: ints, floats, bools, ISO-8601 strings for dates and 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -27,34 +29,59 @@ class CoercionFailed(ValueError):
 
 
 _US_DATETIME = re.compile(
-    r"^(\d{1,2})/(\d{1,2})/(\d{4})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?\s*([AaPp][Mm])?)?$"
+    r"^(\d{1,2})/(\d{1,2})/(\d{4})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?\s*([AaPp][Mm])?)?$",
+    re.ASCII,  # \d is any script's digit otherwise, and int() reads them all
 )
-_MONTH = re.compile(r"^(\d{4})-(\d{1,2})$")
+_MONTH = re.compile(r"^(\d{4})-(\d{1,2})$", re.ASCII)
 _TRUE = {"y", "yes", "true", "t", "1"}
 _FALSE = {"n", "no", "false", "f", "0"}
 
 
+#: A number as exports write it: ASCII digits, an optional sign, decimals and exponent, and
+#: commas only between well-formed groups of three (``1,234,567.89``). ``1,5`` (a decimal
+#: comma), ``12,34,5``, ``1_000`` (Python's int() takes it) and non-ASCII digits (``１２``,
+#: which int() and float() read as 12) are not numbers a person would read the same way.
+_NUMBER = re.compile(
+    r"[+-]?(?:(?:[0-9]+|[0-9]{1,3}(?:,[0-9]{3})+)(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+#: PostgreSQL's bigint, the type of an integer column.
+INTEGER_MIN, INTEGER_MAX = -(2**63), 2**63 - 1
+
+
+def _number_text(text: str, what: str) -> str:
+    """The text with its thousands separators removed, or :class:`CoercionFailed`."""
+    if not _NUMBER.fullmatch(text):
+        if "," in text and all(c in "0123456789,.+-" for c in text):
+            raise CoercionFailed(f"{text[:60]!r} is not {what}: commas must separate groups "
+                                 "of three digits (1,234,567.89); a decimal comma is not read")
+        raise CoercionFailed(f"{text[:60]!r} is not {what}")
+    return text.replace(",", "")
+
+
 def _parse_integer(text: str) -> int:
+    if len(text) < 19 and text.isascii() and text.isdigit():
+        return int(text)  # the common case, well inside the range: no regex, no Decimal
+    plain = _number_text(text, "a whole number")
+    # Exports from spreadsheets write whole numbers as 1.0 or 1e3; Decimal keeps every digit
+    # (a float would round 2**63 + 1) and compares without building a huge int for 1e999999.
+    out_of_range = CoercionFailed(f"{text[:60]!r} is out of range for a 64-bit integer "
+                                  f"({INTEGER_MIN}..{INTEGER_MAX})")
     try:
-        return int(text)
-    except ValueError:
-        # Exports from spreadsheets write whole numbers as 1.0 or 1,234.
-        try:
-            number = float(text.replace(",", ""))
-        except ValueError:
-            raise CoercionFailed(f"{text!r} is not a whole number") from None
-        if not number.is_integer():
-            raise CoercionFailed(f"{text!r} is not a whole number") from None
-        return int(number)
+        number = Decimal(plain)
+        whole = number == number.to_integral_value()
+    except ArithmeticError:  # an exponent beyond what Decimal holds: 1e99999999999999999999
+        raise out_of_range from None
+    if not whole:
+        raise CoercionFailed(f"{text[:60]!r} is not a whole number")
+    if not INTEGER_MIN <= number <= INTEGER_MAX:
+        raise out_of_range
+    return int(number)
 
 
 def _parse_number(text: str) -> float:
-    try:
-        number = float(text.replace(",", ""))
-    except ValueError:
-        raise CoercionFailed(f"{text!r} is not a number") from None
-    if number != number or number in (float("inf"), float("-inf")):
-        raise CoercionFailed(f"{text!r} is not a finite number")
+    number = float(_number_text(text, "a number"))
+    if not math.isfinite(number):
+        raise CoercionFailed(f"{text[:60]!r} is out of range for a double precision number "
+                             "(not finite)")
     return number
 
 

@@ -40,16 +40,66 @@ def decode_line(line: bytes, encoding: str = "auto") -> str:
     return line.decode(encoding)
 
 
+def looks_like_text(sample: str) -> bool:
+    """At most one control character in a hundred (tabs and line ends aside)."""
+    controls = sum(1 for c in sample if ord(c) < 32 and c not in "\t\r\n\x0c")
+    return controls <= len(sample) // 100
+
+
+def utf16_codec(head: bytes) -> str:
+    """``utf-16-le`` or ``utf-16-be`` when the bytes are UTF-16 text (Excel's "Unicode
+    Text" export), by its byte order mark or, without one, by the NUL that mostly-ASCII
+    text has in every other byte; ``""`` otherwise."""
+    if head.startswith(codecs.BOM_UTF16_LE) and not head.startswith(codecs.BOM_UTF32_LE):
+        return "utf-16-le"
+    if head.startswith(codecs.BOM_UTF16_BE):
+        return "utf-16-be"
+    sample = head[:4096]
+    sample = sample[:len(sample) - len(sample) % 2]
+    if len(sample) < 4:
+        return ""
+    even, odd = sample[0::2], sample[1::2]
+    if odd.count(0) >= 0.9 * len(odd) and even.count(0) <= 0.1 * len(even):
+        return "utf-16-le"
+    if even.count(0) >= 0.9 * len(even) and odd.count(0) <= 0.1 * len(odd):
+        return "utf-16-be"
+    return ""
+
+
+UTF16_NAMES = {"utf-16": "UTF-16", "utf-16-le": "UTF-16 (little-endian)",
+               "utf-16-be": "UTF-16 (big-endian)"}
+#: Characters read per step from a UTF-16 file.
+_CHUNK = 1 << 16
+
+
+def _given_utf16(encoding: str) -> str:
+    try:
+        codec = codecs.lookup(encoding).name
+    except LookupError:
+        return ""
+    return codec if codec in UTF16_NAMES else ""
+
+
 def text_lines(stream: BinaryIO, name: str, encoding: str = "auto") -> Iterator[str]:
     """Yield decoded lines (line ends kept) of a binary stream.
 
     Raises :class:`EmptySourceError` for a file with no bytes and
-    :class:`BinarySourceError` when a NUL byte shows the file is not text.
+    :class:`BinarySourceError` when a NUL byte shows the file is not text. UTF-16 text
+    (by its byte order mark, or the catalog's encoding) is decoded as a whole.
     """
+    codec = _given_utf16(encoding)
+    if encoding == "auto" and stream.seekable():
+        codec = utf16_codec(stream.read(4096))
+        stream.seek(0)
+    if codec:
+        yield from _utf16_lines(stream, name, codec)
+        return
     first = True
     offset = 0
+    number = 0
     old_mac: bool | None = None
     for raw in stream:
+        number += 1
         if first:
             first = False
             for bom in BOMS:
@@ -58,6 +108,10 @@ def text_lines(stream: BinaryIO, name: str, encoding: str = "auto") -> Iterator[
                     offset += len(bom)
         if b"\x00" in raw:
             at = offset + raw.index(b"\x00")
+            if looks_like_text(decode_line(raw.replace(b"\x00", b""))):
+                raise BinarySourceError(name, f"text with a NUL byte at line {number} (byte "
+                                              f"{at}); a NUL is not valid in a text export: "
+                                              "remove it or export the file again")
             raise BinarySourceError(name, f"binary content (NUL byte at byte {at}); "
                                           "expected a text CSV export")
         # Old Mac exports end every line with a bare CR, which reading by LF leaves in one
@@ -82,3 +136,38 @@ def text_lines(stream: BinaryIO, name: str, encoding: str = "auto") -> Iterator[
     if first:
         raise EmptySourceError(name, "file is empty (0 bytes)")
 
+
+def _utf16_lines(stream: BinaryIO, name: str, codec: str) -> Iterator[str]:
+    """The lines of UTF-16 text, split at LF (CRLF kept whole), the byte order mark
+    dropped."""
+    decoder = codecs.getincrementaldecoder(codec)(errors="strict")
+    pending = ""
+    number = 0
+    start = True
+    read = 0
+    while True:
+        chunk = stream.read(_CHUNK)
+        try:
+            text = pending + decoder.decode(chunk, final=not chunk)
+        except UnicodeDecodeError as exc:
+            raise SourceError(name, f"bytes {read + exc.start}-{read + exc.end - 1} are not "
+                                    f"valid {UTF16_NAMES[codec]} ({exc.reason})") from None
+        read += len(chunk)
+        if start:
+            if not text and not chunk:
+                raise EmptySourceError(name, "file is empty (0 bytes)")
+            text = text.removeprefix("\ufeff")
+            start = False
+        lines = text.split("\n")
+        # The text after the last LF is the start of a line the next chunk ends.
+        pending = lines.pop()
+        if not chunk and pending:  # the last line, with no LF
+            lines.append(pending)
+        for line in lines:
+            number += 1
+            if "\x00" in line:
+                raise BinarySourceError(name, f"{UTF16_NAMES[codec]} text with a NUL "
+                                              f"character at line {number}")
+            yield line + "\n"
+        if not chunk:
+            return

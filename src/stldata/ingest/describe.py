@@ -18,9 +18,9 @@ from pathlib import Path
 from stldata.catalog import Column, Source
 from stldata.errors import ConfigurationError
 from stldata.ingest.coerce import make_coercer
-from stldata.ingest.errors import EmptySourceError
+from stldata.ingest.errors import EmptySourceError, SourceError
 from stldata.ingest.infer import TypeInference
-from stldata.ingest.reader import BadRow, RawRow, normalize_header
+from stldata.ingest.reader import BadRow, RawRow, fold, header_labels, normalize_header
 from stldata.ingest.sniff import open_tables, resolve_options, sniff
 
 #: Spellings publishers use for "no value"; each one found in the file is proposed.
@@ -42,7 +42,6 @@ class ColumnDraft:
     example: str = ""
     #: Every distinct value while they are unique and present; None once they are not.
     distinct: set[str] | None = field(default_factory=set)
-    repeats_header: bool = False
 
 
 @dataclass
@@ -67,7 +66,9 @@ class Draft:
 
 def column_name(header: str, index: int) -> str:
     """A header as a lower_snake_case column name (an SQL identifier)."""
-    name = re.sub(r"[^0-9a-z]+", "_", header.replace("\ufeff", "").casefold()).strip("_")
+    # Accents dropped (Größe → grosse); letters with no Latin spelling (名前) left out.
+    plain = fold(header).encode("ascii", "ignore").decode("ascii")
+    name = re.sub(r"[^0-9a-z]+", "_", plain).strip("_")
     if not name:
         return f"column_{index + 1}"
     if not name[0].isalpha():
@@ -76,20 +77,23 @@ def column_name(header: str, index: int) -> str:
 
 
 def _unique_names(header: list[str]) -> list[ColumnDraft]:
+    """A column per header cell, each with its values: blank and repeated headers get the
+    labels the ingester reads them by (:func:`header_labels`: ``column_2``, ``name (2)``),
+    and names are made distinct (``name_2``) both as names and as the ingester compares
+    them, so that no name is read as another column's header."""
+    labels = header_labels(header)
+    own = [normalize_header(label) for label in labels]
     columns: list[ColumnDraft] = []
     taken: set[str] = set()
-    seen_headers: set[str] = set()
-    for index, cell in enumerate(header):
-        base = column_name(cell, index)
+    for index, label in enumerate(labels):
+        others = set(own[:index] + own[index + 1:])
+        base = column_name(label, index)
         name, n = base, 1
-        while name in taken:
+        while name in taken or normalize_header(name) in others:
             n += 1
             name = f"{base[:60]}_{n}"
         taken.add(name)
-        normalized = normalize_header(cell) or name
-        columns.append(ColumnDraft(name, cell.strip() or name,
-                                   repeats_header=normalized in seen_headers))
-        seen_headers.add(normalized)
+        columns.append(ColumnDraft(name, label.strip() or name))
     return columns
 
 
@@ -113,22 +117,24 @@ def describe_files(dataset_id: str, files: list[tuple[Path, str]], url: str, *,
     inference: TypeInference | None = None
     spellings: Counter[str] = Counter()
     rows = rejected = 0
+    first_bad = ""
     tables: list[str] = []
     for path, name in files:
         for table in open_tables(resolved, path, name):
             tables.append(f"{name} {table.label}".strip())
             if columns is None:
                 columns = _unique_names(table.header)
-                by_header = {normalize_header(c.header): i for i, c in enumerate(columns)
-                             if not c.repeats_header}
+                by_header = {normalize_header(c.header): i for i, c in enumerate(columns)}
                 inference = TypeInference([c.name for c in columns], _TIMEZONE)
             assert inference is not None
             # A later table is read by header names, like the ingester maps it.
-            places = [(by_header[normalize_header(h)], i) for i, h in enumerate(table.header)
+            places = [(by_header[normalize_header(h)], i)
+                      for i, h in enumerate(header_labels(table.header))
                       if normalize_header(h) in by_header]
             for row in table.rows:
                 if isinstance(row, BadRow):
                     rejected += 1
+                    first_bad = first_bad or f"line {row.line}: {row.reason}"
                     continue
                 rows += 1
                 present = {c for c, _ in places}
@@ -139,6 +145,9 @@ def describe_files(dataset_id: str, files: list[tuple[Path, str]], url: str, *,
                     if c not in present:
                         column.nulls += 1
                         column.distinct = None
+    if columns is not None and rows == 0 and rejected:
+        raise SourceError(first_name, f"no data row can be read ({rejected} unreadable); "
+                                      f"the first at {first_bad}")
     if columns is None or rows == 0:
         raise EmptySourceError(first_name, "source has a header but no data rows; there is "
                                            "nothing to describe")
@@ -214,9 +223,9 @@ def _key(columns: list[ColumnDraft], rows: int, wanted: list[str] | None
             sum(map(len, c.distinct or ())) / rows, names.index(c.name)))
         return ([best.name], f"{best.header!r} is present and unique in all {rows} rows",
                 "last")
-    readable = [c.name for c in columns if not c.repeats_header]
-    return (readable, "no column is present and unique in every row, so a record is its "
-                      "whole row; identical rows are numbered #2, #3 in file order", "number")
+    return ([c.name for c in columns],
+            "no column is present and unique in every row, so a record is its whole row; "
+            "identical rows are numbered #2, #3 in file order", "number")
 
 
 def _unique_typed(column: ColumnDraft) -> bool:

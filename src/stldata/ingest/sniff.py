@@ -13,6 +13,7 @@ format is :mod:`stldata.ingest.formats`' business, not the sniffer's.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import dataclasses
 import re
@@ -25,7 +26,13 @@ from pathlib import Path
 import orjson
 
 from stldata.catalog import Source
-from stldata.ingest.decode import BOMS, decode_line
+from stldata.ingest.decode import (
+    BOMS,
+    UTF16_NAMES,
+    decode_line,
+    looks_like_text,
+    utf16_codec,
+)
 from stldata.ingest.errors import EmptySourceError, SourceError
 from stldata.ingest.formats import Table, parser_for
 
@@ -113,20 +120,56 @@ def sniff(path: Path, name: str = "", content_type: str = "") -> Sniffed:
     for bom in BOMS:
         if body.startswith(bom):
             body = body[len(bom):]
+    utf16 = utf16_codec(head)
+    if utf16:
+        return _sniff_utf16(head, utf16, name, hint)
     if b"\x00" in body[:4096]:
-        shown = " ".join(f"{b:02x}" for b in head[:8])
-        raise SourceError(name, f"binary content of an unknown kind (first bytes {shown}); "
-                                "expected CSV, XLSX, ZIP, PDF, HTML or JSON")
+        _no_nul(body, head, name)
     stripped = body.lstrip()
     if stripped[:1] in (b"{", b"["):
         found = _sniff_json(stripped, complete, hint)
         if found:
             return found
+    elif complete and hint != "csv" and _is_json(stripped):
+        # A lone JSON value (42, "text", true) is a JSON document, for the JSON parser
+        # to say it holds no records, not a one-column table with no rows.
+        return Sniffed("json", evidence="a single JSON value")
     # Markup first (an XML prolog or a comment may come before the tag), not a text
     # that mentions a tag somewhere.
     if stripped[:1] == b"<" and _HTML.search(stripped[:4096]):
         return Sniffed("html", evidence="HTML tags at the start")
     return _sniff_text_table(body, name, hint)
+
+
+def _sniff_utf16(head: bytes, codec: str, name: str, hint: str) -> Sniffed:
+    """Excel's "Unicode Text" export: UTF-16 (tab-separated). The CSV parser decodes it
+    (:func:`stldata.ingest.decode.text_lines`); other formats must be UTF-8."""
+    text = head[:len(head) - len(head) % 2].decode(codec, errors="replace").lstrip("\ufeff")
+    stripped = text.lstrip()
+    if stripped[:1] in ("{", "[") or (stripped[:1] == "<" and _HTML.search(
+            stripped[:4096].encode("utf-8", "replace"))):
+        raise SourceError(name, f"{UTF16_NAMES[codec]} text that is JSON or HTML, which is "
+                                "read only as UTF-8; save it as UTF-8")
+    found = _sniff_text_table(text.encode("utf-8", "surrogatepass"), name, hint)
+    return dataclasses.replace(found, evidence=f"{UTF16_NAMES[codec]} text; {found.evidence}")
+
+
+def _no_nul(body: bytes, head: bytes, name: str) -> None:
+    """Raise the error for content with a NUL byte that is not UTF-16: text with a stray
+    NUL (named by its line) or binary content."""
+    if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        raise SourceError(name, "UTF-32 text, which is not supported; save it as UTF-8")
+    at = body.index(b"\x00")
+    sample = body[:4096].replace(b"\x00", b"")
+    lines = [decode_line(line) for line in sample.splitlines()]
+    if lines and _looks_like_text(lines):
+        line = body[:at].count(b"\n") + 1
+        raise SourceError(name, f"text with a NUL byte at line {line} (byte "
+                                f"{at + len(head) - len(body)}); a NUL is not valid in a text "
+                                "export: remove it or export the file again")
+    shown = " ".join(f"{b:02x}" for b in head[:8])
+    raise SourceError(name, f"binary content of an unknown kind (first bytes {shown}); "
+                            "expected CSV, XLSX, ZIP, PDF, HTML or JSON")
 
 
 def _sniff_zip(path: Path, name: str) -> Sniffed:
@@ -243,9 +286,7 @@ def _lines(body: bytes) -> list[str]:
 
 
 def _looks_like_text(lines: list[str]) -> bool:
-    sample = "".join(lines[:20])
-    controls = sum(1 for c in sample if ord(c) < 32 and c not in "\t\r\n\x0c")
-    return controls <= len(sample) // 100
+    return looks_like_text("".join(lines[:20]))
 
 
 def _delimiter_name(delimiter: str) -> str:

@@ -41,21 +41,47 @@ def tables(path: Path, name: str, options: Source) -> Iterator[Table]:
                 consumed=lambda: position[0])
 
 
+class _Lines:
+    """The decoded lines, with what the reader needs told apart from a closed quote: the
+    quote marks of the row being read and whether the lines ran out."""
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self._lines = lines
+        self.quotes = 0
+        self.ended = False
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        try:
+            line = next(self._lines)
+        except StopIteration:
+            self.ended = True
+            raise
+        if '"' in line:
+            self.quotes += line.count('"')
+        return line
+
+
 def _data_rows(path: Path, name: str, options: Source, width: int, position: list[int]
                ) -> Iterator[RawRow | BadRow]:
     with path.open("rb") as stream:
-        reader = csv.reader(text_lines(stream, name, options.encoding),
-                            delimiter=options.delimiter)
+        lines = _Lines(text_lines(stream, name, options.encoding))
+        reader = csv.reader(lines, delimiter=options.delimiter)
         next(reader)  # the header, checked by tables()
-        for row in _rows(reader, width):
+        for row in _rows(reader, width, lines):
             position[0] = stream.tell()
             yield row
 
 
-def _rows(reader: _csv.Reader, width: int) -> Iterator[RawRow | BadRow]:
+def _rows(reader: _csv.Reader, width: int, lines: _Lines | None = None
+          ) -> Iterator[RawRow | BadRow]:
     line = reader.line_num
     while True:
         start = line + 1
+        if lines is not None:
+            lines.quotes = 0
         try:
             cells = next(reader)
         except StopIteration:
@@ -66,6 +92,15 @@ def _rows(reader: _csv.Reader, width: int) -> Iterator[RawRow | BadRow]:
             yield BadRow(start, "", f"not valid CSV: {_plain(exc)}")
             continue
         line = reader.line_num
+        if lines is not None and lines.ended and lines.quotes % 2:
+            # The reader asked for a line past the end while in a quoted field: a quote
+            # opened in this row is never closed, and the row swallowed the rest of the
+            # file. Read as one row, its cells would hold other rows' text.
+            yield BadRow(start, ",".join(cells)[:2000],
+                         f"unterminated quote: a quoted field opened at line {start} is not "
+                         f"closed before the end of the file (line {line}); the {line - start} "
+                         "lines after it are read as part of it")
+            return
         if not cells or (len(cells) == 1 and not cells[0].strip()):
             continue
         if len(cells) != width:

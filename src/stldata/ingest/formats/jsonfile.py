@@ -141,7 +141,8 @@ def tables(path: Path, name: str, options: Source) -> Iterator[Table]:
                                 f"(members: {members})")
     if not isinstance(document, list):
         raise SourceError(name, f"{where} is a JSON {_kind(document)}, not an array of "
-                                "records")
+                                "records; expected an array of objects (or a "
+                                "source.records_path naming the member that holds them)")
     yield _records_table(document, name, where, lines.get(id(document)))
 
 
