@@ -12,7 +12,7 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from stldata.errors import ConfigurationError
 
@@ -28,12 +28,33 @@ COLUMN_TYPES: tuple[str, ...] = (
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _DATASET_ID = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 
+#: PostgreSQL's limit on the columns of one table (MaxHeapAttributeNumber).
+POSTGRES_MAX_COLUMNS = 1600
+#: Columns a dataset's tables add to its own: the staging table has the most, nine
+#: bookkeeping columns (stage.SYSTEM); the served table has six (tables.SYSTEM_COLUMNS)
+#: plus the search document ``_document``. A test checks these against the real tables.
+RESERVED_COLUMNS = 9
+#: The most served columns (geometry's longitude and latitude included) a dataset can have.
+MAX_DATASET_COLUMNS = POSTGRES_MAX_COLUMNS - RESERVED_COLUMNS
+
 
 class CatalogError(ConfigurationError):
     def __init__(self, path: Path | str, problem: str) -> None:
         super().__init__(f"catalog file {path}: {problem}")
         self.path = str(path)
         self.problem = problem
+
+
+class TooManyColumns(CatalogError):
+    """A dataset with more columns than its PostgreSQL tables can hold."""
+
+    def __init__(self, path: Path | str, count: int) -> None:
+        super().__init__(path, f"{count} columns, more than the {MAX_DATASET_COLUMNS} a "
+                               f"dataset can have (PostgreSQL allows {POSTGRES_MAX_COLUMNS} "
+                               f"per table, {RESERVED_COLUMNS} of them for bookkeeping); "
+                               "split the source into several datasets or leave columns "
+                               "out")
+        self.count = count
 
 
 @dataclass(frozen=True)
@@ -423,6 +444,11 @@ def load_dataset(path: Path) -> Dataset:
     names = [c.name for c in columns]
     if len(set(names)) != len(names):
         raise CatalogError(path, "column names repeat")
+    if len(columns) > MAX_DATASET_COLUMNS:
+        # Checked before anything else reads them (and again with the geometry columns
+        # below): PostgreSQL would refuse the dataset's table, and only once its records
+        # were on the log.
+        _too_many_columns(path, len(columns))
     for column in columns:
         if column.derive_from and column.derive_from not in names:
             raise CatalogError(path, f"column {column.name} derives from unknown "
@@ -452,7 +478,7 @@ def load_dataset(path: Path) -> Dataset:
     if duplicates not in ("number", "last"):
         raise CatalogError(path, f"duplicate_keys {duplicates!r} must be 'number' or 'last'")
 
-    return Dataset(
+    dataset = Dataset(
         id=str(raw["id"]),
         title=str(raw["title"]),
         description=str(raw.get("description", "")),
@@ -468,13 +494,22 @@ def load_dataset(path: Path) -> Dataset:
         catalog_path=str(path),
         aggregates=_aggregates(raw.get("aggregates", []), columns, geometry, path),
     )
+    if len(dataset.column_types()) > MAX_DATASET_COLUMNS:
+        _too_many_columns(path, len(dataset.column_types()))
+    return dataset
+
+
+def _too_many_columns(path: Path, count: int) -> NoReturn:
+    raise TooManyColumns(path, count)
 
 
 class Catalog:
     """All datasets of a catalog folder, by id."""
 
-    def __init__(self, datasets: list[Dataset]) -> None:
+    def __init__(self, datasets: list[Dataset], folder: Path | None = None) -> None:
         self.datasets = {d.id: d for d in datasets}
+        #: Where the catalog was read from, so a long-running process can read it again.
+        self.folder = folder
 
     @classmethod
     def load(cls, folder: Path) -> Catalog:
@@ -484,7 +519,7 @@ class Catalog:
         ids = [d.id for d in datasets]
         if len(set(ids)) != len(ids):
             raise CatalogError(folder, f"dataset ids repeat: {ids}")
-        return cls(datasets)
+        return cls(datasets, folder)
 
     def get(self, dataset_id: str) -> Dataset:
         try:

@@ -36,10 +36,16 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except StlDataError as exc:
             _fail(exc.message)
-        except (psycopg.OperationalError, sqlalchemy.exc.OperationalError) as exc:
+        except (psycopg.Error, sqlalchemy.exc.DBAPIError) as exc:
+            from stldata.store.database import is_connection_error
+
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            _fail(f"cannot reach PostgreSQL ({reason}); check STLDATA_DATABASE_URL or "
-                  "STLDATA_HOME")
+            if is_connection_error(exc):
+                _fail(f"cannot reach PostgreSQL ({reason}); check STLDATA_DATABASE_URL or "
+                      "STLDATA_HOME")
+            # PostgreSQL answered but refused a statement: a problem of the data or the
+            # catalog, which checking the connection settings would not fix.
+            _fail(f"PostgreSQL refused a statement: {reason}")
         except OSError as exc:
             _fail(f"{exc.strerror or exc}: {exc.filename or ''} (check STLDATA_HOME and the "
                   "paths given)")
@@ -122,7 +128,8 @@ def ingest(dataset_ids: tuple[str, ...], source: str | None, all_: bool) -> None
         raise click.exceptions.Exit(1)
 
 
-def _ingest_each(rt: Any, datasets: list[Any], source: str | None = None) -> list[str]:
+def _ingest_each(rt: Any, datasets: list[Any], source: str | None = None, *,
+                 echo_summaries: bool = True) -> list[str]:
     """Ingest each dataset in turn; one whose source is unusable is reported on stderr
     and skipped, so it cannot keep the others from being ingested. Returns the ids of
     the datasets that failed."""
@@ -140,7 +147,8 @@ def _ingest_each(rt: Any, datasets: list[Any], source: str | None = None) -> lis
                 click.echo(f"error: {dataset.id}: {exc}", err=True)
                 failed.append(dataset.id)
                 continue
-            click.echo(summary.line())
+            if echo_summaries:
+                click.echo(summary.line())
     finally:
         producer.close()
     return failed
@@ -164,11 +172,21 @@ def add(dataset_id: str, source: str, title: str | None, fmt: str | None, key: s
     a record key proposed; the entry is written to the catalog folder with comments to
     review. An existing entry is only replaced with --force.
     """
+    from stldata.catalog import CatalogError, TooManyColumns
     from stldata.catalog_writer import add_dataset
 
     keys = [k.strip() for k in key.split(",") if k.strip()] if key else None
-    added = add_dataset(get_settings(), dataset_id, source, title=title, fmt=fmt, key=keys,
-                        force=force, dry_run=dry_run)
+    try:
+        added = add_dataset(get_settings(), dataset_id, source, title=title, fmt=fmt,
+                            key=keys, force=force, dry_run=dry_run)
+    except CatalogError as exc:
+        # The entry drafted from a source too wide for PostgreSQL fails the catalog's
+        # check before it is written: a problem of the source, named as such.
+        wide = exc if isinstance(exc, TooManyColumns) else exc.__cause__
+        if not isinstance(wide, TooManyColumns):
+            raise
+        raise StlDataError(f"{source}: {wide.problem}; nothing was written to the catalog "
+                           "nor published") from exc
     if dry_run:
         click.echo(added.toml, nl=False)
         return
@@ -205,7 +223,10 @@ def _serve_until_stopped(app: Any, host: str, port: int, name: str = "STL Data A
     """Serve on a threaded WSGI server until SIGINT or SIGTERM."""
     from werkzeug.serving import make_server
 
-    server = make_server(host, port, app, threaded=True)
+    from stldata.api.uri_limit import ProblemRequestHandler
+
+    server = make_server(host, port, app, threaded=True,
+                         request_handler=ProblemRequestHandler)  # its errors as problem+json
 
     def stop_serving(signum: int, _frame: object) -> None:
         # shutdown() waits for serve_forever() in this very thread, so call it from another.
@@ -312,13 +333,16 @@ def up(port: int | None, no_ingest: bool, command_port: int | None) -> None:
 
     rt = _runtime()
     if not no_ingest:
-        failed = _ingest_each(rt, list(rt.catalog))
+        # The ingester logs each summary at INFO; print it only where that line is not
+        # shown, so that each summary appears once.
+        shown = logging.getLogger("stldata.ingest.ingester").isEnabledFor(logging.INFO)
+        failed = _ingest_each(rt, list(rt.catalog), echo_summaries=not shown)
         if failed:
             # What is stored for them is still served; the rest of the catalog is fresh.
             log.warning("not ingested: %s (see the errors above); serving what is stored "
                         "for them", ", ".join(failed))
 
-    from stldata.projection.projector import run_supervised
+    from stldata.projection.projector import ProjectorWatch
 
     projector = rt.projector()
     stop = threading.Event()
@@ -326,14 +350,17 @@ def up(port: int | None, no_ingest: bool, command_port: int | None) -> None:
         projector.run(until_idle=True)
     finally:
         projector.close()
-    background = threading.Thread(target=run_supervised, args=(rt.projector,),
+    # The watch keeps why the projector thread died, if it does; /health reports it.
+    watch = ProjectorWatch()
+    background = threading.Thread(target=watch.run, args=(rt.projector,),
                                   kwargs={"stop": stop}, name="projector", daemon=True)
     background.start()
     command_server = _start_command_api(rt, command_port or rt.settings.command_port)
 
+    app = create_app(rt)
+    app.extensions["stldata.projector"] = watch
     try:
-        _serve_until_stopped(create_app(rt), rt.settings.api_host,
-                             port or rt.settings.api_port)
+        _serve_until_stopped(app, rt.settings.api_host, port or rt.settings.api_port)
     finally:
         command_server.shutdown()
         stop.set()
@@ -345,10 +372,12 @@ def _start_command_api(rt: Any, port: int) -> Any:
     """Serve the command API from a background thread; the caller shuts it down."""
     from werkzeug.serving import make_server
 
+    from stldata.api.uri_limit import ProblemRequestHandler
     from stldata.command.app import create_command_app
 
     host = rt.settings.command_host
-    server = make_server(host, port, create_command_app(rt), threaded=True)
+    server = make_server(host, port, create_command_app(rt), threaded=True,
+                         request_handler=ProblemRequestHandler)
     threading.Thread(target=server.serve_forever, name="command-api", daemon=True).start()
     click.echo(f"STL Data command API on http://{host}:{port}/ (Swagger UI at "
                f"http://{host}:{port}/docs)")
@@ -367,13 +396,14 @@ def status() -> None:
             "count(*) FILTER (WHERE status = 'pending') FROM snapshots GROUP BY dataset_id"
         ).fetchall()
         last = {str(r[0]): (r[1], r[2]) for r in rows}
+        width = max((len(d.id) for d in rt.catalog), default=0)  # columns line up
         for dataset in rt.catalog:
             data = rt.consumer(GROUP_ID)
             control = rt.consumer(GROUP_ID + "-control")
             lag = log_lag(conn, data, control, [dataset.topic])
             snap, pending = last.get(dataset.id, (None, 0))
-            click.echo(f"{dataset.id:24} last snapshot {snap or '-':>6}  pending {pending}  "
-                       f"lag {lag}")
+            click.echo(f"{dataset.id:{width}}  last snapshot {snap or '-':>6}  "
+                       f"pending {pending}  lag {lag}")
             data.close()
             control.close()
 

@@ -24,6 +24,7 @@ import stldata
 from stldata.api import schemas
 from stldata.api.aggregate import register as register_aggregate
 from stldata.api.caching import register_caching
+from stldata.api.docs_assets import serve_docs_assets
 from stldata.api.history import register_history
 from stldata.api.limits import install_rate_limits
 from stldata.api.problems import PROBLEM_JSON, ApiProblem, NotFound, problem_media_types
@@ -31,6 +32,7 @@ from stldata.api.quality import register_quality
 from stldata.api.query import dataset_table
 from stldata.api.records import register as register_records
 from stldata.api.soql_routes import register as register_soql
+from stldata.api.uri_limit import refuse_long_uris
 from stldata.catalog import Dataset
 from stldata.log.factory import backend_name
 from stldata.runtime import Runtime
@@ -170,6 +172,8 @@ def create_app(runtime: Runtime) -> APIFlask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     model = ReadModel(runtime)
     app.extensions["stldata.read_model"] = model
+    serve_docs_assets(app)  # Swagger UI from a pinned package, not a CDN
+    refuse_long_uris(app)  # 414 as problem+json
     install_rate_limits(app, runtime)  # per client; /health exempt
     app.spec_processor(problem_media_types)
     app.teardown_request(lambda _error: model.release())
@@ -218,7 +222,8 @@ def create_app(runtime: Runtime) -> APIFlask:
     @app.get("/health")
     @app.output(schemas.Health)
     @app.doc(summary="Service health", description="Database reachability and log lag.",
-             responses={503: "Database unreachable"})
+             responses={503: "Database unreachable, or the projector thread of "
+                             "`stldata up` stopped (status degraded)"})
     def health() -> Any:
         try:
             with model.engine.connect() as conn:
@@ -231,8 +236,15 @@ def create_app(runtime: Runtime) -> APIFlask:
         except Exception:
             log.warning("could not compute log lag", exc_info=True)
             lag = None
-        return {"status": "ok", "database": "ok", "log_backend": backend_name(runtime.settings),
-                "log_lag": lag}
+        body = {"status": "ok", "database": "ok",
+                "log_backend": backend_name(runtime.settings), "log_lag": lag}
+        # Set by `stldata up`, which runs the projector in a thread of this process: when
+        # that thread died, new snapshots are no longer applied, so the service is not ok.
+        watch = app.extensions.get("stldata.projector")
+        failure = getattr(watch, "failure", None)
+        if failure:
+            return {**body, "status": "degraded", "projector": failure}, 503
+        return body
 
     @app.get("/api/v1/datasets")
     @app.output(schemas.DatasetList)

@@ -106,6 +106,9 @@ class Health(Schema):
     log_backend = fields.String()
     log_lag = fields.Integer(allow_none=True, metadata={
         "description": "Messages on the log not yet applied to the read model."})
+    projector = fields.String(metadata={
+        "description": "Only when status is degraded: why the projector of `stldata up` "
+                       "stopped."})
 
 
 # --- Response formats -------------------------------------------------------------------

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import os
+import re
 import shutil
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +22,12 @@ from apiflask import APIFlask, HTTPError
 from flask import Response, request
 from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
-from werkzeug.utils import secure_filename
 
 import stldata
+from stldata.api.docs_assets import serve_docs_assets
 from stldata.api.limits import install_rate_limits, request_key
 from stldata.api.problems import PROBLEM_JSON, ApiProblem, NotFound, problem_media_types
+from stldata.api.uri_limit import refuse_long_uris
 from stldata.catalog import Dataset
 from stldata.command import schemas
 from stldata.command.jobs import JobStore, new_job_id
@@ -37,6 +41,8 @@ log = logging.getLogger(__name__)
 REALM = 'Bearer realm="stldata command API"'
 SECURITY: list[str | dict[str, list[Any]]] = ["BearerAuth", "ApiKeyAuth"]
 JOB_ID_CHARS = frozenset("0123456789abcdef")
+#: Longest file name most file systems store (NAME_MAX); a longer upload is refused.
+MAX_NAME_BYTES = 255
 
 
 class Unauthorized(ApiProblem):
@@ -132,6 +138,8 @@ def create_command_app(runtime: Runtime, *, workers: IngestWorker | None = None)
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.spec_processor(lambda spec: problem_media_types(_document_request_body(spec)))
+    serve_docs_assets(app)  # Swagger UI from a pinned package, not a CDN
+    refuse_long_uris(app)
     _install_error_handlers(app, settings.command_max_upload_bytes)
 
     engine = runtime.database.engine(pool_size=4, max_overflow=4)
@@ -275,9 +283,7 @@ def _uploaded_files(dataset: Dataset) -> list[tuple[str, FileStorage]]:
     named: list[tuple[str, FileStorage]] = []
     pattern = dataset.source.file_pattern
     for file in files:
-        name = secure_filename(file.filename or "")
-        if not name:
-            raise ApiProblem("every uploaded file needs a file name", param="file")
+        name = upload_name(file.filename or "")
         if not fnmatch.fnmatch(name.casefold(), pattern.casefold()):
             raise ApiProblem(f"uploaded file {name!r} does not match the dataset's file "
                              f"pattern {pattern!r}", param="file")
@@ -285,3 +291,36 @@ def _uploaded_files(dataset: Dataset) -> list[tuple[str, FileStorage]]:
             raise ApiProblem(f"two uploaded files are named {name!r}", param="file")
         named.append((name, file))
     return named
+
+
+def upload_name(sent: str) -> str:
+    """The partition of an uploaded file: the base name the client sent, as it is.
+
+    A file's name is its partition (and, for workbooks, the ``workbook`` column), so it
+    must be the very name the catalog source publishes the file under: re-uploading
+    ``North East Crime Report 2015.xlsx`` then replaces that workbook's records instead of
+    adding a renamed copy. Only the folders a client may send along (``a/b.csv``,
+    ``C:\\Users\\b.csv``) are dropped; a name that cannot be one file in the upload folder
+    is refused rather than changed.
+    """
+    name = re.split(r"[/\\]", sent)[-1]
+    if name in ("", ".", ".."):
+        raise ApiProblem(f"uploaded file name {_shown(sent)} has no file name after its folders "
+                         "are dropped; every uploaded file needs one", param="file")
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        raise ApiProblem(f"uploaded file name {_shown(name)} contains control characters",
+                         param="file")
+    try:
+        stored = os.fsencode(name)
+    except UnicodeError:
+        raise ApiProblem(f"uploaded file name {_shown(name)} cannot be stored as a file name on "
+                         "this server", param="file") from None
+    if len(stored) > MAX_NAME_BYTES:
+        raise ApiProblem(f"uploaded file name is {len(stored)} bytes long; the limit is "
+                         f"{MAX_NAME_BYTES} bytes", param="file")
+    return name
+
+
+def _shown(name: str) -> str:
+    """A sent name quoted for an error message, cut short: it may be megabytes long."""
+    return repr(name) if len(name) <= 100 else repr(name[:100]) + "..."

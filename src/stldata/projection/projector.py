@@ -17,9 +17,10 @@ from collections.abc import Callable, Sequence
 
 import orjson
 import psycopg
+from psycopg import sql
 
 from stldata.catalog import Catalog, Dataset
-from stldata.errors import TransientError
+from stldata.errors import StlDataError, TransientError
 from stldata.log.base import Consumer, Message, Producer, TopicPartition
 from stldata.log.events import (
     CONTROL_TOPIC,
@@ -33,15 +34,29 @@ from stldata.log.events import (
 )
 from stldata.projection.apply import apply_snapshot, discard_staged
 from stldata.projection.stage import group_by_dataset, log_position, stage_records
-from stldata.projection.tables import ensure_table
+from stldata.projection.tables import ensure_table, stage_table_name
 from stldata.store.column_types import resolve
-from stldata.store.database import Conn, Database
+from stldata.store.database import Conn, Database, is_connection_error
 
 log = logging.getLogger(__name__)
 
 GROUP_ID = "stldata-projector"
 DEAD_LETTER_TOPIC = "stldata.dead-letter"
 
+
+def is_dataset_failure(exc: BaseException) -> bool:
+    """Whether an error while projecting one dataset is that dataset's own problem (a
+    statement PostgreSQL refused: too many columns, a row too big, a value out of range;
+    a catalog entry that does not fit), so that its snapshot fails and the others go on.
+    A lost connection or a broker away is not: the whole projector retries instead."""
+    if isinstance(exc, psycopg.Error):
+        return not is_connection_error(exc)
+    return isinstance(exc, StlDataError) and not exc.transient
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load_offsets(conn: Conn, group_id: str,
@@ -97,6 +112,8 @@ class Projector:
         self.conn = database.connect()
         self._pending: list[Message] = []
         self._topics: dict[str, Dataset] = {d.topic: d for d in catalog}
+        #: Why PostgreSQL refused a dataset's tables, by dataset id, until it accepts them.
+        self._table_failures: dict[str, str] = {}
 
     def prepare(self) -> None:
         with self.conn.transaction():
@@ -104,9 +121,27 @@ class Projector:
             # itself: one at a time.
             self.conn.execute("SELECT pg_advisory_xact_lock(hashtext('stldata.prepare'))")
             for dataset in self.catalog:
-                ensure_table(self.conn, resolve(self.conn, dataset))
+                self._ensure_table(dataset.id)
         self.data.subscribe(list(self._topics), self._positions, lambda _: None)
         self.control.subscribe([CONTROL_TOPIC], self._positions, self._control_revoked)
+
+    def _ensure_table(self, dataset_id: str) -> str | None:
+        """Create or update one dataset's tables in a savepoint of the open transaction;
+        the reason when PostgreSQL refuses them, so one bad dataset does not stop the
+        others (its snapshots fail with that reason instead)."""
+        try:
+            with self.conn.transaction():
+                ensure_table(self.conn, self._dataset(dataset_id))
+        except Exception as exc:
+            if not is_dataset_failure(exc):
+                raise
+            reason = (f"cannot create or update the table of dataset {dataset_id!r}: "
+                      f"{_first_line(exc)}")
+            log.error("%s", reason)
+            self._table_failures[dataset_id] = reason
+            return reason
+        self._table_failures.pop(dataset_id, None)
+        return None
 
     def _positions(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         """Where to resume each newly assigned partition: the offsets stored with the rows."""
@@ -168,7 +203,7 @@ class Projector:
 
         with self.conn.transaction():
             for dataset_id, batch in group_by_dataset(records).items():
-                stage_records(self.conn, self._dataset(dataset_id), batch)
+                self._stage_dataset(dataset_id, batch)
             for r in rejected:
                 self.conn.execute(
                     "INSERT INTO quarantine (dataset_id, snapshot_id, source_file, line, "
@@ -176,12 +211,97 @@ class Projector:
                     (r.dataset_id, r.snapshot_id, r.partition, r.line, r.text, r.reason,
                      r.position or None))
             for sid, n in received.items():
+                # Not for a snapshot already settled (failed while staging, say): nothing
+                # waits for its count, and it would stay behind.
                 self.conn.execute(
-                    "INSERT INTO staged_counts (snapshot_id, received) VALUES (%s, %s) "
-                    "ON CONFLICT (snapshot_id) DO UPDATE "
-                    "SET received = staged_counts.received + excluded.received", (sid, n))
+                    "INSERT INTO staged_counts (snapshot_id, received) SELECT %s, %s "
+                    "WHERE NOT EXISTS (SELECT 1 FROM snapshots WHERE id = %s "
+                    "AND status <> 'pending') ON CONFLICT (snapshot_id) DO UPDATE "
+                    "SET received = staged_counts.received + excluded.received",
+                    (sid, n, sid))
             save_offsets(self.conn, self.group_id, messages)
         log.debug("staged %d records, %d rejected rows", len(records), len(rejected))
+
+    def _stage_dataset(self, dataset_id: str, batch: list[tuple[int, RecordPut]]) -> None:
+        """Stage one dataset's records in a savepoint: when PostgreSQL refuses them (a
+        row too big, a missing table), their snapshots fail and other datasets'
+        records of the same batch are still staged."""
+        reason = self._table_failures.get(dataset_id)
+        if reason is None:
+            try:
+                with self.conn.transaction():
+                    stage_records(self.conn, self._dataset(dataset_id), batch)
+                return
+            except Exception as exc:
+                if not is_dataset_failure(exc):
+                    raise
+                reason = "its records could not be staged: " + _first_line(exc)
+        for sid in sorted({r.snapshot_id for _, r in batch}):
+            self._fail_snapshot(dataset_id, sid, reason)
+
+    def _fail_snapshot(self, dataset_id: str, snapshot_id: int, reason: str, *,
+                       level: int = logging.ERROR) -> None:
+        """Mark a pending (or not yet started) snapshot aborted with the reason and drop
+        what was staged for it. Its source files are forgotten, so the next ingest of the
+        same files publishes them again instead of finding them unchanged."""
+        row = self.conn.execute(
+            "INSERT INTO snapshots (id, dataset_id, status, mode, source, reason) "
+            "VALUES (%s, %s, 'aborted', '', '', %s) ON CONFLICT (id) DO UPDATE "
+            "SET status = 'aborted', reason = excluded.reason "
+            "WHERE snapshots.status = 'pending' RETURNING 1",
+            (snapshot_id, dataset_id, reason)).fetchone()
+        if row is None:
+            return  # settled already: it was committed, or failed with an earlier reason
+        stage = stage_table_name(_table_owner(dataset_id))
+        if self.conn.execute("SELECT to_regclass(%s)", (stage,)).fetchone() != (None,):
+            self.conn.execute(sql.SQL("DELETE FROM {} WHERE _snapshot_id = %s").format(
+                sql.Identifier(stage)), (snapshot_id,))
+        self.conn.execute("DELETE FROM staged_counts WHERE snapshot_id = %s", (snapshot_id,))
+        self.conn.execute("DELETE FROM quarantine WHERE snapshot_id = %s", (snapshot_id,))
+        self.conn.execute("DELETE FROM source_files WHERE snapshot_id = %s", (snapshot_id,))
+        log.log(level, "%s: snapshot %d failed and is marked aborted: %s", dataset_id,
+                snapshot_id, reason)
+
+    def _record_start(self, event: SnapshotStarted) -> None:
+        # A snapshot that failed before its start was read (its records come on another
+        # topic) has a row already, without these details.
+        self.conn.execute(
+            "INSERT INTO snapshots (id, dataset_id, status, mode, source, fetched_at, "
+            "partitions) VALUES (%s, %s, 'pending', %s, %s, %s, %s) "
+            "ON CONFLICT (id) DO UPDATE SET mode = excluded.mode, source = excluded.source, "
+            "fetched_at = excluded.fetched_at, partitions = excluded.partitions "
+            "WHERE snapshots.mode = ''",
+            (event.snapshot_id, event.dataset_id, event.mode, event.source,
+             event.fetched_at, orjson.dumps(event.partitions).decode()))
+
+    def _known(self, dataset_id: str) -> bool:
+        """Whether the dataset is in the catalog; when it is not, the catalog folder is
+        read again, since `stldata add` may have added it after this process started."""
+        if dataset_id in self.catalog.datasets:
+            return True
+        if self.catalog.folder is None:
+            return False
+        try:
+            fresh = Catalog.load(self.catalog.folder)
+        except StlDataError as exc:
+            log.warning("could not read the catalog again to find dataset %r: %s",
+                        dataset_id, exc.message)
+            return False
+        if dataset_id not in fresh.datasets:
+            return False
+        added = sorted(set(fresh.datasets) - set(self.catalog.datasets))
+        log.info("catalog read again from %s: new datasets %s", self.catalog.folder,
+                 ", ".join(added))
+        self.catalog = fresh
+        self._topics = {d.topic: d for d in fresh}
+        with self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(hashtext('stldata.prepare'))")
+            for new in added:
+                self._ensure_table(new)
+        # Every staged batch committed its offsets, so joining again with the new topics
+        # resumes each partition exactly where it was.
+        self.data.subscribe(list(self._topics), self._positions, lambda _: None)
+        return True
 
     def _dead_letter(self, message: Message, reason: str) -> None:
         log.error("message %s/%d@%d cannot be applied (%s); sent to %s", message.topic,
@@ -214,17 +334,22 @@ class Projector:
                 save_offsets(self.conn, self.group_id, [message])
             return True
 
+        if (isinstance(event, SnapshotStarted | SnapshotCommitted | SnapshotAborted)
+                and not self._known(event.dataset_id)):
+            # Its records are not read (its topic is not subscribed), so waiting for them
+            # would block every later snapshot of every dataset behind it on this topic.
+            with self.conn.transaction():
+                self._skip_unknown(event)
+                save_offsets(self.conn, self.group_id, [message])
+            return True
+
         with self.conn.transaction():
             if isinstance(event, SnapshotStarted):
                 # Columns whose type the ingester has just pinned get their table column.
-                if event.dataset_id in self.catalog.datasets:
-                    ensure_table(self.conn, self._dataset(event.dataset_id))
-                self.conn.execute(
-                    "INSERT INTO snapshots (id, dataset_id, status, mode, source, fetched_at, "
-                    "partitions) VALUES (%s, %s, 'pending', %s, %s, %s, %s) "
-                    "ON CONFLICT (id) DO NOTHING",
-                    (event.snapshot_id, event.dataset_id, event.mode, event.source,
-                     event.fetched_at, orjson.dumps(event.partitions).decode()))
+                failure = self._ensure_table(event.dataset_id)
+                self._record_start(event)
+                if failure:
+                    self._fail_snapshot(event.dataset_id, event.snapshot_id, failure)
             elif isinstance(event, SnapshotCommitted):
                 if not self._is_pending(event.snapshot_id):
                     # Read again after a takeover: another member applied it meanwhile
@@ -235,14 +360,16 @@ class Projector:
                     return True
                 if not self._ready(event):
                     return False
-                dataset = self._dataset(event.dataset_id)
-                counts = apply_snapshot(self.conn, dataset, event)
-                log.info("%s: snapshot %d applied: %d added, %d changed, %d deleted, "
-                         "%d unchanged", dataset.id, event.snapshot_id, counts.added,
-                         counts.changed, counts.deleted, counts.unchanged)
+                self._apply(event)
             elif isinstance(event, SnapshotAborted) and self._is_pending(event.snapshot_id):
                 sid = event.snapshot_id
-                discard_staged(self.conn, self._dataset(event.dataset_id), sid)
+                try:
+                    with self.conn.transaction():
+                        discard_staged(self.conn, self._dataset(event.dataset_id), sid)
+                except Exception as exc:
+                    # No staging table (PostgreSQL refused it): nothing was staged.
+                    if not is_dataset_failure(exc):
+                        raise
                 self.conn.execute("DELETE FROM staged_counts WHERE snapshot_id = %s", (sid,))
                 self.conn.execute("DELETE FROM quarantine WHERE snapshot_id = %s", (sid,))
                 self.conn.execute("UPDATE snapshots SET status = 'aborted', reason = %s "
@@ -251,6 +378,39 @@ class Projector:
                             event.dataset_id, sid, event.reason)
             save_offsets(self.conn, self.group_id, [message])
         return True
+
+    def _apply(self, event: SnapshotCommitted) -> None:
+        """Apply a snapshot in a savepoint; when PostgreSQL refuses it, the snapshot
+        fails with the reason and the projector goes on with the next event."""
+        try:
+            with self.conn.transaction():
+                dataset = self._dataset(event.dataset_id)
+                counts = apply_snapshot(self.conn, dataset, event)
+        except Exception as exc:
+            if not is_dataset_failure(exc):
+                raise
+            self._fail_snapshot(event.dataset_id, event.snapshot_id,
+                                f"applying it failed: {_first_line(exc)}")
+            return
+        log.info("%s: snapshot %d applied: %d added, %d changed, %d deleted, "
+                 "%d unchanged", dataset.id, event.snapshot_id, counts.added,
+                 counts.changed, counts.deleted, counts.unchanged)
+
+    def _skip_unknown(self, event: SnapshotStarted | SnapshotCommitted | SnapshotAborted
+                      ) -> None:
+        """A control event of a dataset that is not in the catalog (removed since its
+        ingest, or its entry unreadable): its snapshot is marked aborted, never waited
+        for."""
+        log.warning("%s: %s of snapshot %d skipped: the dataset is not in the catalog "
+                    "(its entry was removed or cannot be read); the snapshot is marked "
+                    "aborted. Fix the catalog entry, then ingest the dataset again",
+                    event.dataset_id, event.name, event.snapshot_id)
+        reason = (f"dataset {event.dataset_id!r} is not in the catalog of the projector"
+                  if not isinstance(event, SnapshotAborted) else event.reason)
+        if isinstance(event, SnapshotStarted):
+            self._record_start(event)
+        self._fail_snapshot(event.dataset_id, event.snapshot_id, reason,
+                            level=logging.DEBUG)
 
     def _dataset(self, dataset_id: str) -> Dataset:
         """The catalog's dataset with the pinned types of its ``auto`` columns."""
@@ -281,6 +441,15 @@ class Projector:
         self.control.close()
 
 
+def _table_owner(dataset_id: str) -> Dataset:
+    """A stand-in dataset that only names the tables of ``dataset_id``, for cleaning up
+    after a dataset the catalog may no longer have."""
+    from stldata.catalog import Source
+
+    return Dataset(id=dataset_id, title="", description="", publisher="", license="",
+                   source=Source(url=""), columns=(), key=())
+
+
 def log_lag(conn: Conn, data: Consumer, control: Consumer, topics: list[str],
             group_id: str = GROUP_ID) -> int:
     partitions = [tp for t in topics for tp in data.partitions(t)]
@@ -306,6 +475,10 @@ def run_supervised(make: Callable[[], Projector], *, stop: threading.Event,
             projector.run(stop=stop)
             return
         except (TransientError, psycopg.OperationalError) as exc:
+            if not isinstance(exc, TransientError) and not is_connection_error(exc):
+                # A statement PostgreSQL refused outside any one dataset's work: a new
+                # projector would fail the same way, forever. Let the caller see it.
+                raise
             if time.monotonic() - started > max_backoff:
                 backoff = 1.0  # it had been running fine: a new failure, not a streak
             log.error("projector failed: %s; a new one starts in %.0fs", exc, backoff)
@@ -314,3 +487,24 @@ def run_supervised(make: Callable[[], Projector], *, stop: threading.Event,
                 projector.close()
         stop.wait(backoff)
         backoff = min(backoff * 2, max_backoff)
+
+
+class ProjectorWatch:
+    """The projector thread of a process that also serves the API (``stldata up``): it
+    runs :func:`run_supervised` and keeps why it stopped, so ``/health`` can say so."""
+
+    def __init__(self) -> None:
+        #: Why the projector stopped for good; None while it runs (or was stopped).
+        self.failure: str | None = None
+
+    def run(self, make: Callable[[], Projector], *, stop: threading.Event) -> None:
+        try:
+            run_supervised(make, stop=stop)
+        except Exception as exc:
+            self.failure = f"projector stopped: {type(exc).__name__}: {_first_line(exc)}"
+            log.error("%s; new snapshots are no longer applied (restart to resume)",
+                      self.failure, exc_info=exc)
+            return
+        if not stop.is_set():
+            self.failure = "projector stopped"
+            log.error("projector stopped although nobody asked it to")

@@ -36,6 +36,30 @@ class DatabaseUnavailable(TransientError):
     pass
 
 
+#: SQLSTATE classes of failures that may pass on retry: the connection (08), a
+#: transaction rolled back for concurrency (40), resources (53), an operator or shutdown
+#: (57), the server's system (58). psycopg files other errors under OperationalError too,
+#: like class 54 "program limit exceeded" (a table of more than 1,600 columns), which no
+#: retry fixes and which has nothing to do with reaching the server.
+_TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Whether a database error means PostgreSQL is (for now) out of reach or busy, as
+    opposed to a statement it refused. Accepts psycopg and SQLAlchemy errors."""
+    orig = getattr(exc, "orig", None)  # SQLAlchemy wraps the driver's error
+    if isinstance(orig, BaseException):
+        exc = orig
+    if isinstance(exc, DatabaseUnavailable):
+        return True
+    if not isinstance(exc, psycopg.Error):
+        return isinstance(exc, sa.exc.OperationalError)
+    if exc.sqlstate is None:
+        # No answer from the server at all: the connection failed or broke.
+        return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+    return exc.sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES
+
+
 def _embedded_url(home: Path, shared_buffers: str = "auto") -> str:
     # platformdirs warns on import when XDG_RUNTIME_DIR is unset (root in CI); a private
     # folder of our own satisfies it.
@@ -194,6 +218,7 @@ class Database:
         host = netloc[-1]
         user = netloc[0].split(":", 1)[0] + "@" if len(netloc) == 2 else ""
         return urlunsplit((parts.scheme, user + host, parts.path, parts.query, ""))
+
 
 def _ping_after_idle(engine: sa.Engine, seconds: float) -> None:
     def checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
