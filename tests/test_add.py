@@ -224,3 +224,19 @@ def test_a_pdf_table_with_a_two_line_header(settings: Settings) -> None:
         ("neighborhood_primary_district", "integer"), ("neighborhood_addl_district", "integer")]
     assert draft.rows == 88 and draft.duplicate_keys == "number"
     assert draft.key == [c.name for c in draft.columns]
+
+
+def test_headers_named_like_query_parameters_become_filterable_columns(
+        settings: Settings, tmp_path: Path) -> None:
+    source = tmp_path / "keywords.csv"
+    source.write_text("id,order,q,limit,format\n1,7,alpha,3,x\n2,8,beta,4,y\n")
+
+    added = add_dataset(settings, "keywords", str(source))
+
+    entry = tomllib.loads(added.path.read_text())
+    names = {c["name"]: c.get("aliases") for c in entry["columns"]}
+    assert names == {"id": None, "order_value": ["order"], "q_value": ["q"],
+                     "limit_value": ["limit"], "format_value": ["format"]}
+    # A filter on the column, not a sort, a search or a page size.
+    assert [i["id"] for i in served(settings, "keywords", order_value="8")] == [2]
+    assert [i["id"] for i in served(settings, "keywords", q_value="alpha")] == [1]

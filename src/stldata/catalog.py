@@ -28,6 +28,10 @@ COLUMN_TYPES: tuple[str, ...] = (
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _DATASET_ID = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 
+#: Parameters of the records API other than filters. A column may have one of these names
+#: (filter it as ``order__eq=``), but ``stldata add`` proposes ``order_value`` instead.
+QUERY_PARAMETERS = frozenset({"limit", "order", "cursor", "format", "fields", "q", "or",
+                              "bbox", "near", "radius_m", "within", "as_of", "bom"})
 #: PostgreSQL's limit on the columns of one table (MaxHeapAttributeNumber).
 POSTGRES_MAX_COLUMNS = 1600
 #: Columns a dataset's tables add to its own: the staging table has the most, nine

@@ -27,7 +27,7 @@ from sqlalchemy.dialects import postgresql
 
 from stldata.api import geo
 from stldata.api.problems import BadParameter, NotFound
-from stldata.catalog import Dataset
+from stldata.catalog import QUERY_PARAMETERS, Dataset
 from stldata.projection.search_index import (
     DOCUMENT_COLUMN,
     TEXT_SEARCH_CONFIG,
@@ -58,8 +58,7 @@ PARTS_BY_TYPE = {
     "month": ("year", "month"),
 }
 FORMATS = ("json", "ndjson", "csv", "geojson")
-RESERVED = {"limit", "order", "cursor", "format", "fields", "q", "or", "bbox", "near",
-            "radius_m", "within", "as_of", "bom"}
+RESERVED = QUERY_PARAMETERS
 #: Computed columns that ``order`` accepts when their parameter is given.
 RANK, DISTANCE = "_rank", "_distance"
 DEFAULT_LIMIT = 100

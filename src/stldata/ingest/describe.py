@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stldata.catalog import Column, Source
+from stldata.catalog import QUERY_PARAMETERS, Column, Source
 from stldata.errors import ConfigurationError
 from stldata.ingest.coerce import make_coercer
 from stldata.ingest.errors import EmptySourceError, SourceError
@@ -73,6 +73,9 @@ def column_name(header: str, index: int) -> str:
         return f"column_{index + 1}"
     if not name[0].isalpha():
         name = "c_" + name
+    if name in QUERY_PARAMETERS:
+        # `?order=2` would sort, not filter: a name a filter can use as it stands.
+        name += "_value"
     return name[:63].rstrip("_")
 
 
