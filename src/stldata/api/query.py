@@ -65,6 +65,9 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 MAX_IN_VALUES = 1000
 MAX_OR_TERMS = 50
+#: Limits of a full-text search (``q``, ``$q``, ``/search``).
+MAX_SEARCH_CHARS = 500
+MAX_SEARCH_TERMS = 32
 
 _SA_TYPES: dict[str, Any] = {
     "text": sa.Text, "integer": sa.BigInteger, "number": sa.Float, "boolean": sa.Boolean,
@@ -415,6 +418,14 @@ def search_filter(dataset: Dataset, text: str, source: sa.FromClause | None = No
         raise BadParameter("q", "is empty")
     if "\x00" in text:
         raise BadParameter("q", "contains a NUL character")
+    # PostgreSQL's work grows with the terms (a thousand `-x` took seconds): a search is
+    # a few words, so a longer one is refused rather than left to tie up the server.
+    if len(text) > MAX_SEARCH_CHARS:
+        raise BadParameter("q", f"is {len(text)} characters long; the limit is "
+                                f"{MAX_SEARCH_CHARS}")
+    if len(text.split()) > MAX_SEARCH_TERMS:
+        raise BadParameter("q", f"has {len(text.split())} terms; the limit is "
+                                f"{MAX_SEARCH_TERMS}")
     document = search_document(dataset, source)
     query = sa.func.websearch_to_tsquery(
         sa.literal_column(f"'{TEXT_SEARCH_CONFIG}'::regconfig"), text)
@@ -529,12 +540,12 @@ def _json_fits(type_: str, raw: Any) -> bool:
 def _check_cursor_key(dataset: Dataset, types: Mapping[str, str], key: str) -> None:
     """A record key of a dataset keyed by one integer column is a whole number; a cursor
     ending in anything else was not issued for this dataset (and would match nothing)."""
+    if "\x00" in key:  # PostgreSQL text cannot hold NUL, and no key has one
+        raise BadParameter("cursor", "not a cursor this API issued")
     if len(dataset.key) == 1 and types.get(dataset.key[0]) == "integer" and key:
-        try:
-            int(key)
-        except ValueError:
+        if not re.fullmatch(r"-?[0-9]+", key):
             raise BadParameter("cursor", f"not a cursor of dataset {dataset.id!r}: its "
-                                         "record keys are whole numbers") from None
+                                         "record keys are whole numbers")
 
 
 def _parse_geography(dataset: Dataset, table: sa.FromClause, args: Mapping[str, list[str]],

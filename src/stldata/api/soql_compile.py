@@ -601,6 +601,11 @@ def format_value(value: Any, type_: str, tz: Any) -> Any:
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, Decimal):
-        return int(value) if type_ == "integer" and value == value.to_integral_value() \
-            else float(value)
+        if type_ == "integer" and value == value.to_integral_value():
+            whole = int(value)
+            # Beyond 64 bits (a sum of large counts times 1000, say) JSON encoders and
+            # most clients lose the number: the exact digits go out as a string, as
+            # Socrata sends every number.
+            return whole if -(2**63) <= whole < 2**63 else str(whole)
+        return float(value)
     return value

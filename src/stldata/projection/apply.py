@@ -196,7 +196,24 @@ def apply_snapshot(conn: Conn, dataset: Dataset, event: SnapshotCommitted) -> Ap
         "changed": counts.changed, "deleted": counts.deleted, "unchanged": counts.unchanged})
     discard_staged(conn, dataset, event.snapshot_id)
     maintain_aggregates(conn, dataset, event.snapshot_id)  # stldata.projection.aggregates
+    _refresh_statistics(conn, table, dataset.table_name, counts.added + counts.deleted)
     return counts
+
+
+def _refresh_statistics(conn: Conn, table: sql.Identifier, table_name: str,
+                        moved: int) -> None:
+    """Analyze the table when this snapshot added or removed more than a tenth of it.
+
+    The API's totals for large results, and its choice between counting and estimating,
+    come from the planner's statistics; autovacuum refreshes them minutes later, and until
+    then a whole-table total would still show the size before the snapshot."""
+    if not moved:
+        return
+    row = conn.execute("SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)",
+                       (table_name,)).fetchone()
+    known = float(row[0]) if row is not None else -1.0
+    if known < 0 or moved > 0.1 * max(known, 1.0):
+        conn.execute(sql.SQL("ANALYZE {}").format(table))
 
 
 def _is_empty(conn: Conn, table: sql.Identifier) -> bool:
