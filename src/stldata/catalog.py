@@ -7,14 +7,17 @@ identified. Ingest, projection and the API all read the same :class:`Dataset`.
 
 from __future__ import annotations
 
+import logging
 import re
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
 from stldata.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
 
 ColumnType = Literal["text", "integer", "number", "boolean", "date", "datetime", "month",
                      "geometry", "auto"]
@@ -507,32 +510,95 @@ def _too_many_columns(path: Path, count: int) -> NoReturn:
     raise TooManyColumns(path, count)
 
 
+@dataclass(frozen=True)
+class BrokenEntry:
+    """A catalog file that cannot be used, and why. The rest of the catalog loads
+    without it, so one bad entry never stops the other datasets."""
+
+    path: str
+    #: The id the file declares, when it declares a usable one.
+    dataset_id: str | None
+    #: The whole error message, naming the file.
+    problem: str
+
+    @property
+    def name(self) -> str:
+        """The id, else the file's name without ``.toml``: what a person types."""
+        return self.dataset_id or Path(self.path).stem
+
+
+def _declared_id(path: Path) -> str | None:
+    """The id a catalog file declares, read leniently from a file that failed to load."""
+    try:
+        declared = tomllib.loads(path.read_text(encoding="utf-8")).get("id")
+    except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError):
+        return None
+    return declared if isinstance(declared, str) and _DATASET_ID.match(declared) else None
+
+
 class Catalog:
     """All datasets of a catalog folder, by id."""
 
-    def __init__(self, datasets: list[Dataset], folder: Path | None = None) -> None:
+    def __init__(self, datasets: list[Dataset], folder: Path | None = None,
+                 broken: Sequence[BrokenEntry] = ()) -> None:
         self.datasets = {d.id: d for d in datasets}
         #: Where the catalog was read from, so a long-running process can read it again.
         self.folder = folder
+        #: Entries left out because they cannot be used (see :meth:`load`).
+        self.broken = list(broken)
 
     @classmethod
-    def load(cls, folder: Path) -> Catalog:
+    def load(cls, folder: Path, *, strict: bool = False) -> Catalog:
+        """Read every ``*.toml`` of the folder.
+
+        A bad entry (invalid, unreadable, or repeating another's id) is logged at ERROR
+        with its file and reason, kept in :attr:`broken` and left out, so the other
+        datasets are still served, ingested and projected. ``strict`` raises on the
+        first bad entry instead: for checks that the whole catalog is valid.
+        """
         if not folder.is_dir():
             raise CatalogError(folder, "catalog folder does not exist")
-        datasets = [load_dataset(p) for p in sorted(folder.glob("*.toml"))]
-        ids = [d.id for d in datasets]
-        if len(set(ids)) != len(ids):
-            raise CatalogError(folder, f"dataset ids repeat: {ids}")
-        return cls(datasets, folder)
+        datasets: dict[str, Dataset] = {}
+        broken: list[BrokenEntry] = []
+        for path in sorted(folder.glob("*.toml")):
+            try:
+                dataset = load_dataset(path)
+            except Exception as exc:
+                if strict:
+                    raise
+                # Not only CatalogError: a table where a string belongs (say) raises
+                # whatever the parser raises, and that file alone must be left out.
+                problem = (exc.message if isinstance(exc, CatalogError) else
+                           f"catalog file {path}: cannot be read "
+                           f"({type(exc).__name__}: {exc})")
+                broken.append(BrokenEntry(str(path), _declared_id(path), problem))
+                continue
+            first = datasets.get(dataset.id)
+            if first is not None:
+                if strict:
+                    ids = [*datasets, dataset.id]
+                    raise CatalogError(folder, f"dataset ids repeat: {ids}")
+                broken.append(BrokenEntry(str(path), dataset.id, CatalogError(
+                    path, f"dataset id {dataset.id!r} is already defined by "
+                          f"{first.catalog_path}").message))
+                continue
+            datasets[dataset.id] = dataset
+        for entry in broken:
+            log.error("%s; dataset %r left out, the other datasets are loaded", entry.problem,
+                      entry.name)
+        return cls(list(datasets.values()), folder, broken)
 
     def get(self, dataset_id: str) -> Dataset:
         try:
             return self.datasets[dataset_id]
         except KeyError:
-            known = ", ".join(sorted(self.datasets)) or "none"
-            raise ConfigurationError(
-                f"unknown dataset {dataset_id!r}; the catalog has: {known}"
-            ) from None
+            pass
+        for entry in self.broken:
+            if entry.name == dataset_id or Path(entry.path).stem == dataset_id:
+                raise ConfigurationError(f"dataset {dataset_id!r} cannot be used: "
+                                         f"{entry.problem}")
+        known = ", ".join(sorted(self.datasets)) or "none"
+        raise ConfigurationError(f"unknown dataset {dataset_id!r}; the catalog has: {known}")
 
     def __iter__(self) -> Iterator[Dataset]:
         return iter(self.datasets.values())

@@ -8,12 +8,16 @@ written; an existing entry is never overwritten without ``force``.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import tempfile
+import time
 import tomllib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stldata.catalog import CatalogError, Dataset, Source, load_dataset
 from stldata.errors import ConfigurationError, StlDataError
@@ -21,6 +25,16 @@ from stldata.ingest.describe import Draft, describe_files
 from stldata.ingest.ingester import IngestSummary
 from stldata.ingest.sources import cleanup_fetch, resolve_source
 from stldata.settings import PROJECT_ROOT, Settings
+from stldata.store.database import Database
+
+if TYPE_CHECKING:
+    from stldata.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+#: How long `stldata add` waits for its snapshot to be applied once its own projector is
+#: done, or has lost the log to another one (`stldata up` or `stldata project`).
+SETTLE_SECONDS = 30.0
 
 _DATASET_ID = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 
@@ -191,6 +205,28 @@ def _pattern(url: str, fmt: str) -> str:
     return f"*{suffix}" if suffix else "*"
 
 
+def _check_entry(scratch: Path, target: Path) -> None:
+    """Load the entry written to ``scratch`` with the catalog's own loader; errors name
+    ``target``, where the entry is (or would be) written."""
+    try:
+        load_dataset(scratch)
+    except CatalogError as exc:
+        # The scratch file's name means nothing to the person who ran `stldata add`.
+        raise CatalogError(target, f"the entry written for it is invalid ({exc.problem}); "
+                                   "this is a bug in `stldata add`") from exc
+
+
+def check_entry(catalog_dir: Path, draft: Draft, text: str) -> None:
+    """Check the entry like :func:`write_entry` does, writing nothing to the catalog (a
+    dry run fails exactly where the real run would)."""
+    target = (existing_entry(catalog_dir, draft.dataset_id)
+              or catalog_dir / f"{draft.dataset_id}.toml")
+    with tempfile.TemporaryDirectory(prefix="stldata-add-") as scratch_dir:
+        scratch = Path(scratch_dir) / target.name
+        scratch.write_text(text, encoding="utf-8")
+        _check_entry(scratch, target)
+
+
 def write_entry(catalog_dir: Path, draft: Draft, text: str, *, force: bool) -> Path:
     """Check the entry with the catalog's loader, then write it; never overwrite an
     existing entry unless ``force``."""
@@ -205,16 +241,62 @@ def write_entry(catalog_dir: Path, draft: Draft, text: str, *, force: bool) -> P
     temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     temp.write_text(text, encoding="utf-8")
     try:
-        try:
-            load_dataset(temp)
-        except CatalogError as exc:
-            # The temp file's name means nothing to the person who ran `stldata add`.
-            raise CatalogError(target, f"the entry written for it is invalid ({exc.problem}); "
-                                       "this is a bug in `stldata add`") from exc
+        _check_entry(temp, target)
         os.replace(temp, target)
     finally:
         temp.unlink(missing_ok=True)
     return target
+
+
+def snapshot_status(database: Database, snapshot_id: int) -> tuple[str, str | None]:
+    """The snapshot's status and, when aborted, why; ``pending`` until a projector has
+    read its start."""
+    with database.connect() as conn:
+        row = conn.execute("SELECT status, reason FROM snapshots WHERE id = %s",
+                           (snapshot_id,)).fetchone()
+    return (str(row[0]), row[1]) if row else ("pending", None)
+
+
+def wait_until_settled(database: Database, snapshot_id: int, timeout: float,
+                       interval: float = 0.25) -> tuple[str, str | None]:
+    """Poll the snapshot's status until it is committed or aborted, or ``timeout``
+    seconds have passed (then it is still ``pending``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, reason = snapshot_status(database, snapshot_id)
+        if status != "pending" or time.monotonic() >= deadline:
+            return status, reason
+        time.sleep(interval)
+
+
+def project_snapshot(runtime: Runtime, dataset_id: str, snapshot_id: int | None, *,
+                     settle_seconds: float = SETTLE_SECONDS) -> None:
+    """Project the log until idle, then make sure the snapshot was applied: by this
+    projector, or by another member of the group (`stldata up` running meanwhile) that
+    stored the offsets first. Raises when the snapshot was aborted (PostgreSQL refused
+    it, say) or is still not applied after ``settle_seconds``."""
+    from stldata.projection.projector import StaleOffsets
+
+    projector = runtime.projector()  # type: ignore[no-untyped-call]
+    try:
+        projector.run(until_idle=True)
+    except StaleOffsets as exc:
+        # The normal hand-over when another projector runs: it applies the snapshot.
+        log.info("%s; another projector (`stldata up` or `stldata project`) is applying "
+                 "the log, waiting up to %.0fs for it to apply snapshot %s", exc.message,
+                 settle_seconds, snapshot_id)
+    finally:
+        projector.close()
+    if snapshot_id is None:
+        return  # the source was unchanged: no new snapshot to wait for
+    status, reason = wait_until_settled(runtime.database, snapshot_id, settle_seconds)
+    if status == "aborted":
+        raise StlDataError(f"{dataset_id}: snapshot {snapshot_id} was aborted and is not "
+                           f"served: {reason or 'no reason recorded'}")
+    if status != "committed":
+        raise StlDataError(f"{dataset_id}: snapshot {snapshot_id} is still not applied after "
+                           f"{settle_seconds:.0f}s; it is applied once a projector (`stldata "
+                           "up` or `stldata project`) catches up, see `stldata status`")
 
 
 def add_dataset(settings: Settings, dataset_id: str, source: str, *,
@@ -232,6 +314,8 @@ def add_dataset(settings: Settings, dataset_id: str, source: str, *,
     text = render_toml(draft)
     added = Added(draft, text)
     if dry_run:
+        # The same check as a real run, so the dry run fails where the real one would.
+        check_entry(settings.catalog_dir, draft, text)
         return added
     added.path = write_entry(settings.catalog_dir, draft, text, force=force)
 
@@ -246,13 +330,9 @@ def add_dataset(settings: Settings, dataset_id: str, source: str, *,
             added.summary = ingester.ingest(runtime.catalog.get(dataset_id), source)
         finally:
             producer.close()
-        projector = runtime.projector()  # type: ignore[no-untyped-call]
-        try:
-            projector.run(until_idle=True)
-        finally:
-            projector.close()
+        project_snapshot(runtime, dataset_id, added.summary.snapshot_id)
     except StlDataError as exc:
         raise StlDataError(f"{exc.message} (the catalog entry {added.path} was written; "
                            f"fix it or the source, then run `stldata ingest {dataset_id} "
-                           "--source ...`)") from exc
+                           f"--source ...`, or remove it with `rm {added.path}`)") from exc
     return added

@@ -82,11 +82,14 @@ def migrate() -> None:
 
 @main.command()
 def datasets() -> None:
-    """List the datasets in the catalog."""
+    """List the datasets in the catalog, then the entries that cannot be used and why."""
     from stldata.catalog import Catalog
 
-    for dataset in Catalog.load(get_settings().catalog_dir):
+    catalog = Catalog.load(get_settings().catalog_dir)
+    for dataset in catalog:
         click.echo(f"{dataset.id:24} {dataset.mode:9} {dataset.title}")
+    for entry in catalog.broken:
+        click.echo(f"{entry.name:24} {'unusable':9} {entry.problem}")
 
 
 def _progress_bar(label: str) -> Callable[[int], Callable[[int], None]] | None:
@@ -124,6 +127,12 @@ def ingest(dataset_ids: tuple[str, ...], source: str | None, all_: bool) -> None
     targets = [d.id for d in rt.catalog] if all_ else list(dataset_ids)
     datasets = [rt.catalog.get(i) for i in targets]
     failed = _ingest_each(rt, datasets, source)
+    if all_:
+        # Entries that cannot be used were left out of the catalog (and logged): they
+        # count as failed, after the others were ingested.
+        for entry in rt.catalog.broken:
+            click.echo(f"error: {entry.name}: {entry.problem}", err=True)
+            failed.append(entry.name)
     if failed:
         raise click.exceptions.Exit(1)
 
@@ -342,12 +351,16 @@ def up(port: int | None, no_ingest: bool, command_port: int | None) -> None:
             log.warning("not ingested: %s (see the errors above); serving what is stored "
                         "for them", ", ".join(failed))
 
-    from stldata.projection.projector import ProjectorWatch
+    from stldata.projection.projector import ProjectorWatch, StaleOffsets
 
     projector = rt.projector()
     stop = threading.Event()
     try:
         projector.run(until_idle=True)
+    except StaleOffsets as exc:
+        # Another projector (`stldata add`, say) stored offsets first: it applies those
+        # messages, and the projector thread below resumes after them.
+        log.warning("%s; another projector took over, resuming from its offsets", exc)
     finally:
         projector.close()
     # The watch keeps why the projector thread died, if it does; /health reports it.

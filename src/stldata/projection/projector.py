@@ -481,7 +481,13 @@ def run_supervised(make: Callable[[], Projector], *, stop: threading.Event,
                 raise
             if time.monotonic() - started > max_backoff:
                 backoff = 1.0  # it had been running fine: a new failure, not a streak
-            log.error("projector failed: %s; a new one starts in %.0fs", exc, backoff)
+            if isinstance(exc, StaleOffsets):
+                # Another member (`stldata add`, a second `stldata project`) stored these
+                # offsets first and applies what they carry: a normal hand-over.
+                log.warning("projector handed over: %s; a new one resumes from the stored "
+                            "offsets in %.0fs", exc, backoff)
+            else:
+                log.error("projector failed: %s; a new one starts in %.0fs", exc, backoff)
         finally:
             if projector is not None:
                 projector.close()
