@@ -10,7 +10,13 @@ import pytest
 import sqlalchemy as sa
 
 from stldata.api.paging import EXACT_COUNT_LIMIT, page_selects, read_page
-from stldata.api.query import dataset_table, encode_cursor, output_columns, parse_query
+from stldata.api.query import (
+    RecordQuery,
+    dataset_table,
+    encode_cursor,
+    output_columns,
+    parse_query,
+)
 from stldata.runtime import Runtime
 
 from conftest import pages
@@ -73,7 +79,8 @@ def test_a_page_after_the_nulls_begin(client: Any, loaded: Runtime) -> None:
 
 def test_a_cursor_past_the_end_still_counts(client: Any, loaded: Runtime) -> None:
     june = stored(loaded, "coded_month = '2018-06-01'")
-    past_the_end = encode_cursor([max(key for key, _ in june)])  # default order: by key
+    # The default order is by key.
+    past_the_end = encode_cursor([max(key for key, _ in june)], RecordQuery())
 
     body = client.get(f"{RECORDS}?coded_month=2018-06&cursor={past_the_end}").get_json()
 

@@ -18,22 +18,35 @@ from conftest import CRIME_SAMPLES, ingest, project
 RECORDS = "/api/v1/datasets/slmpd-crime/records"
 
 
-def forged(values: list[Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+def forged(values: list[Any], order: str) -> str:
+    data = json.dumps([f"o:{order}", *values]).encode()
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
-@pytest.mark.parametrize(("query", "cursor"), [
-    ("", ["k\u0000"]),
-    ("&order=-_key", ["k\u0000"]),
-    ("&order=district", [1, "k\u0000"]),
-    ("&q=burglary", [0.5, "k\u0000"]),
+@pytest.mark.parametrize(("query", "order", "cursor"), [
+    ("", "", ["k\u0000"]),
+    ("&order=-_key", "-_key", ["k\u0000"]),
+    ("&order=district", "district", [1, "k\u0000"]),
+    ("&q=burglary", "-_rank", [0.5, "k\u0000"]),
 ])
-def test_a_nul_in_a_cursor_key_is_a_bad_cursor(client: Any, query: str,
+def test_a_nul_in_a_cursor_key_is_a_bad_cursor(client: Any, query: str, order: str,
                                                cursor: list[Any]) -> None:
-    response = client.get(f"{RECORDS}?cursor={forged(cursor)}{query}")
+    response = client.get(f"{RECORDS}?cursor={forged(cursor, order)}{query}")
 
     assert response.status_code == 400
-    assert response.get_json()["invalid_params"][0]["name"] == "cursor"
+    problem = response.get_json()
+    assert problem["invalid_params"][0]["name"] == "cursor"
+    assert "not a cursor this API issued" in problem["detail"]
+
+
+def test_a_cursor_of_one_order_is_refused_for_another(client: Any) -> None:
+    first = client.get(f"{RECORDS}?order=-date_occur&limit=5").get_json()
+    cursor = first["next"].split("cursor=")[1]
+
+    response = client.get(f"{RECORDS}?order=date_occur&limit=5&cursor={cursor}")
+
+    assert response.status_code == 400
+    assert "does not match the order" in response.get_json()["detail"]
 
 
 @pytest.mark.parametrize(("url", "param"), [
@@ -82,3 +95,15 @@ def test_statistics_follow_a_snapshot_that_grows_the_table(runtime: Runtime) -> 
                              "WHERE oid = 'ds_slmpd_crime'::regclass").fetchone()
     assert rows is not None and stats is not None
     assert stats[0] == rows[0]  # a table this small is analyzed from every row
+
+
+@pytest.mark.parametrize(("query", "param"), [
+    ("bbox=-90.3,３８.6,-90.2,38.7", "bbox"),
+    ("near=38.6_27,-90.19&radius_m=100", "near"),
+    ("near=38.627,-90.19&radius_m=１００", "radius_m"),
+])
+def test_places_are_read_in_ascii_digits(client: Any, query: str, param: str) -> None:
+    response = client.get(f"{RECORDS}?{query}")
+
+    assert response.status_code == 400
+    assert response.get_json()["invalid_params"][0]["name"] == param

@@ -14,8 +14,10 @@ CRIME = "/api/v1/datasets/slmpd-crime"
 INTERNALS = ("invalid literal", "base 10", "isoformat", "could not convert", "Error(")
 
 
-def cursor_of(values: list[Any]) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps(values)).decode().rstrip("=")
+def cursor_of(values: list[Any], order: str = "") -> str:
+    """A hand-made cursor for ``order`` (the order signature the API puts first)."""
+    data = orjson.dumps([f"o:{order}", *values])
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
 @pytest.mark.parametrize(("url", "param", "expected"), [
@@ -45,10 +47,17 @@ def test_bad_values_name_the_parameter_and_the_expected_form(
     # The default order is by record key; csb-311's keys are request ids, whole numbers.
     ("/api/v1/datasets/csb-311/records?cursor=" + cursor_of(["x"]), "whole numbers"),
     # Ordered by an integer column: one value too few, a string for the number, a bool.
-    (f"{CRIME}/records?order=district&cursor=" + cursor_of(["x"]), "order of this query"),
-    (f"{CRIME}/records?order=district&cursor=" + cursor_of(["3", "k"]), "integer value"),
-    (f"{CRIME}/records?order=district&cursor=" + cursor_of([True, "k"]), "integer value"),
-    (f"{CRIME}/records?order=date_occur&cursor=" + cursor_of([5, "k"]), "datetime value"),
+    (f"{CRIME}/records?order=district&cursor=" + cursor_of(["x"], "district"),
+     "order of this query"),
+    # A cursor issued for another order: it would silently skip records.
+    (f"{CRIME}/records?order=district&cursor=" + cursor_of([3, "k"], "-district"),
+     "order of this query"),
+    (f"{CRIME}/records?order=district&cursor=" + cursor_of(["3", "k"], "district"),
+     "integer value"),
+    (f"{CRIME}/records?order=district&cursor=" + cursor_of([True, "k"], "district"),
+     "integer value"),
+    (f"{CRIME}/records?order=date_occur&cursor=" + cursor_of([5, "k"], "date_occur"),
+     "datetime value"),
 ])
 def test_hand_made_cursors_are_refused(client: Any, url: str, words: str) -> None:
     response = client.get(url)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,10 +43,12 @@ class Command:
             headers={"Authorization": f"Bearer {self.token}"},
             data={"file": [(io.BytesIO(body), name) for body, name in files]})
 
-    def raw_upload(self, dataset_id: str, body: bytes, disposition: str) -> Any:
+    def raw_upload(self, dataset_id: str, body: bytes, disposition: str | bytes) -> Any:
         """A multipart body written by hand, for file names as a browser sends them."""
+        if isinstance(disposition, str):
+            disposition = disposition.encode()
         payload = (b"--b\r\nContent-Disposition: form-data; name=\"file\"; "
-                   + disposition.encode() + b"\r\n\r\n" + body + b"\r\n--b--\r\n")
+                   + disposition + b"\r\n\r\n" + body + b"\r\n--b--\r\n")
         return self.client.post(f"/api/v1/datasets/{dataset_id}/ingest", data=payload,
                                 content_type="multipart/form-data; boundary=b",
                                 headers={"Authorization": f"Bearer {self.token}"})
@@ -175,3 +178,64 @@ def test_names_a_file_cannot_have_are_refused(command: Command, name: str,
     assert query(command.runtime, "SELECT count(*) FROM ingest_jobs")[0][0] == 0
     uploads = command.runtime.settings.state_dir / "uploads"
     assert not uploads.exists() or not any(uploads.iterdir())
+
+
+@pytest.mark.parametrize(("disposition", "kept"), [
+    # As a browser on Windows writes it: backslashes as they are, not escaped.
+    ('filename="C:\\Users\\me\\csb_2009.csv"', "csb_2009.csv"),
+    # As an HTTP quoted string, backslashes escaped.
+    ('filename="C:\\\\Users\\\\me\\\\csb_2009.csv"', "csb_2009.csv"),
+    ('filename="/home/me/csb_2009.csv"', "csb_2009.csv"),
+    # A quote in the name, escaped both ways clients do.
+    ('filename="csb \\"a\\" %22b%22.csv"', 'csb "a" "b".csv'),
+    # RFC 5987: percent-encoded UTF-8 of C:\dir\csb_é.csv.
+    ("filename*=UTF-8''C%3A%5Cdir%5Ccsb_%C3%A9.csv", "csb_é.csv"),
+])
+def test_a_raw_client_path_keeps_its_last_segment(command: Command, disposition: str,
+                                                  kept: str) -> None:
+    response = command.raw_upload("csb-311", CSB_2009.read_bytes(), disposition)
+    assert response.status_code == 202, response.get_json()
+    assert response.get_json()["source"] == f"upload: {kept}"
+    run = command.wait(response)
+    assert run["state"] == "committed", run
+    assert [f["file"] for f in run["files"]] == [kept]
+    partitions = query(command.runtime, "SELECT partition FROM source_files "
+                                        "WHERE dataset_id = 'csb-311'")
+    assert partitions == [(kept,)]
+
+
+def test_a_name_in_either_unicode_spelling_is_one_partition(command: Command) -> None:
+    nfc = "Nörth Éast 2015 ü.xlsx"
+    nfd = unicodedata.normalize("NFD", nfc)
+    assert nfd != nfc and len(nfd) == len(nfc) + 3  # three combining marks
+    body = NORTH_EAST.read_bytes()
+    first = command.wait(command.upload("ucity-crime", (body, nfd)))
+    assert first["state"] == "committed", first
+    assert [f["file"] for f in first["files"]] == [nfc]
+    # The same bytes under the composed spelling are the same partition: nothing new.
+    again = command.wait(command.raw_upload("ucity-crime", body, f'filename="{nfc}"'))
+    assert again["state"] == "unchanged", again
+    project(command.runtime)
+    assert by_workbook(command.runtime) == {nfc: street_rows(NORTH_EAST)}
+    partitions = query(command.runtime, "SELECT partition FROM source_files "
+                                        "WHERE dataset_id = 'ucity-crime'")
+    assert partitions == [(nfc,)]
+
+
+@pytest.mark.parametrize(("disposition", "words"), [
+    (b'filename="csb\n2009.csv"', "no readable file name"),
+    (b'filename="csb\r2009.csv"', "no readable file name"),
+    (b'filename="csb\r\n2009.csv"', "no readable file name"),
+    (b'filename="csb\n\n2009.csv"', "no readable file name"),
+    ('filename="csb_é.csv"'.encode("latin-1"), "file name is unreadable"),
+    (b'filename="csb_\xff\xfe.csv"', "file name is unreadable"),
+])
+def test_an_unreadable_raw_name_is_refused_naming_it(command: Command, disposition: bytes,
+                                                     words: str) -> None:
+    response = command.raw_upload("csb-311", CSB_2009.read_bytes(), disposition)
+    assert response.status_code == 400, response.get_json()
+    problem = response.get_json()
+    assert words in problem["detail"]
+    assert "needs one or more" not in problem["detail"]
+    assert problem["invalid_params"][0]["name"] == "file"
+    assert query(command.runtime, "SELECT count(*) FROM ingest_jobs")[0][0] == 0

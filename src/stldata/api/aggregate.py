@@ -35,6 +35,7 @@ from stldata.aggregation import (
     parse_metric,
 )
 from stldata.api import analytics_schemas as schemas
+from stldata.api.digits import is_ascii_digits
 from stldata.api.problems import BadParameter, NotFound
 from stldata.api.query import dataset_table, parse_query, parse_value
 from stldata.catalog import Dataset
@@ -152,7 +153,7 @@ def parse_request(dataset: Dataset, args: Mapping[str, list[str]]) -> AggregateR
 
     if "limit" in args:
         text = _single(args, "limit").strip()
-        if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+        if not is_ascii_digits(text) or not 1 <= int(text) <= MAX_LIMIT:
             raise BadParameter("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
         req.limit = int(text)
     if "as_of" in args:

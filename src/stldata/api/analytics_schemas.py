@@ -9,6 +9,8 @@ from __future__ import annotations
 from apiflask import Schema, fields
 from marshmallow import INCLUDE
 
+from stldata.api.digits import WholeNumber
+
 AGGREGATE_HELP = (
     "Group the records and compute metrics. `group_by`: comma-separated columns and date "
     "buckets `year(c)`, `month(c)`, `day(c)`, `dow(c)` (0 = Sunday), `hour(c)` (0-23); "
@@ -40,7 +42,7 @@ class AggregateQuery(Schema):
     order = fields.String(metadata={
         "description": "Comma-separated output fields; - for descending.",
         "example": "-count"})
-    limit = fields.Integer(metadata={
+    limit = WholeNumber(metadata={
         "description": "Groups to return, 1-10000 (default 1000)."})
     as_of = fields.String(metadata={
         "description": "Aggregate the records as they were at a snapshot id or time."})
@@ -87,7 +89,7 @@ class SoqlQuery(Schema):
     order = fields.String(data_key="$order", metadata={"example": "crimes DESC"})
     group = fields.String(data_key="$group", metadata={"example": "neighborhood"})
     having = fields.String(data_key="$having", metadata={"example": "count(*) > 10"})
-    limit = fields.Integer(data_key="$limit", metadata={
+    limit = WholeNumber(data_key="$limit", metadata={
         "description": "Rows to return, 1-50000 (default 1000)."})
-    offset = fields.Integer(data_key="$offset", metadata={"description": "Rows to skip."})
+    offset = WholeNumber(data_key="$offset", metadata={"description": "Rows to skip."})
     q = fields.String(data_key="$q", metadata={"description": "Full-text search."})

@@ -37,9 +37,9 @@ REVALIDATE = "no-cache"
 
 _DATASETS = re.compile(r"^/api/v1/datasets/?$")
 _DATASET = re.compile(r"^/api/v1/datasets/(?P<id>[^/]+)(?P<rest>/.*)?$")
-_PINNED_PATH = re.compile(r"^/snapshots/(?P<sid>\d{1,18})(/diff)?/?$")
+_PINNED_PATH = re.compile(r"^/snapshots/(?P<sid>[0-9]{1,18})(/diff)?/?$")
 _AS_OF_VIEWS = re.compile(r"^/(records|aggregate|export\.\w+)/?$")
-_DIGITS = re.compile(r"^\s*\d+\s*$")
+_DIGITS = re.compile(r"^\s*[0-9]+\s*$")  # not \d, which matches "１"
 _EXEMPT = "_stldata_not_cached"
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -68,12 +68,19 @@ def _numbers(text: str, count: int, param: str, shape: str) -> list[float]:
     if len(parts) != count:
         raise BadParameter(param, f"expected {shape}, got {text!r}")
     try:
-        values = [float(p) for p in parts]
+        values = [_ascii_float(p) for p in parts]
     except ValueError:
         raise BadParameter(param, f"expected {shape} as numbers, got {text!r}") from None
     if not all(math.isfinite(v) for v in values):
         raise BadParameter(param, f"expected finite numbers, got {text!r}")
     return values
+
+
+def _ascii_float(text: str) -> float:
+    """float() in ASCII only: Python's also reads "３８.６" and "3_8"."""
+    if not text.isascii() or "_" in text:
+        raise ValueError(text)
+    return float(text)
 
 
 def _check_lon_lat(lon: float, lat: float, param: str) -> None:
@@ -107,7 +114,7 @@ def parse_near(text: str, radius: str | None) -> tuple[float, float, float]:
     if radius is None:
         raise BadParameter("radius_m", "required with near= (metres)")
     try:
-        metres = float(radius)
+        metres = _ascii_float(radius)
     except ValueError:
         raise BadParameter("radius_m", f"{radius!r} is not a number of metres") from None
     if not 0 < metres <= MAX_RADIUS_M:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from apiflask import Schema, fields, validators
 
+from stldata.api.digits import WholeNumber
+
 _LIMIT = {"description": "Items per page (1-1000, default 100)."}
 
 _RECORD_EXAMPLE = {"complaint": "17-000381", "coded_month": "2017-01-01",
@@ -12,14 +14,14 @@ _RECORD_EXAMPLE = {"complaint": "17-000381", "coded_month": "2017-01-01",
 
 
 class PageQuery(Schema):
-    limit = fields.Integer(load_default=100, validate=validators.Range(min=1, max=1000),
-                           metadata=_LIMIT)
+    limit = WholeNumber(load_default=100, validate=validators.Range(min=1, max=1000),
+                        metadata=_LIMIT)
     cursor = fields.String(metadata={
         "description": "Opaque position from the `next` link of the previous page."})
 
 
 class DiffQuery(PageQuery):
-    against = fields.Integer(metadata={
+    against = WholeNumber(metadata={
         "description": "The older snapshot to compare with (any committed snapshot of the "
                        "dataset); default the snapshot committed just before.",
         "example": 41})
@@ -33,8 +35,8 @@ class ChangesQuery(Schema):
         "description": "Opaque cursor from the previous page's `cursor`; omit it to read "
                        "the feed from the first snapshot, or `latest` to start at its end "
                        "(only changes committed from now on).", "example": "latest"})
-    limit = fields.Integer(load_default=100, validate=validators.Range(min=1, max=1000),
-                           metadata=_LIMIT)
+    limit = WholeNumber(load_default=100, validate=validators.Range(min=1, max=1000),
+                        metadata=_LIMIT)
 
 
 class SnapshotDetail(Schema):

@@ -32,11 +32,17 @@ _ORDERED = {"integer": "bigint", "number": "double precision", "date": "date",
             "month": "date", "datetime": "timestamptz"}
 
 #: Reasons carry the offending value; replacing quoted values and numbers groups alike
-#: entries ("'x' is not a whole number", "row has 3 fields but the header has 5").
+#: entries ("'x' is not a whole number", "row has 3 fields but the header has 5"). Numbers
+#: that are the reason's own wording stay: those inside a word ("64-bit", "WGS84") and the
+#: bounds of a type ("is out of range for a 64-bit integer (-9223372036854775808..
+#: 9223372036854775807)"), where only the value before "is out of range" varies.
 _REASON_KIND = r"""
     CASE WHEN reason LIKE 'duplicate key%' THEN 'duplicate key'
+         WHEN reason LIKE '% is out of range for a %'
+              THEN regexp_replace(reason, '^.*? is out of range for a ',
+                                  '… is out of range for a ')
          ELSE regexp_replace(regexp_replace(reason, '''[^'']*''', '…', 'g'),
-                             '[0-9]+', 'N', 'g') END"""
+                             '(?<![[:alnum:]])[0-9]+(?![[:alnum:]]|-bit)', 'N', 'g') END"""
 
 
 def _snapshot(conn: Connection, dataset: Dataset, sid: int) -> dict[str, Any]:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from apiflask import Schema, fields, validators
 
+from stldata.api.digits import WholeNumber
+
 
 class QuarantineQuery(Schema):
-    limit = fields.Integer(load_default=100, validate=validators.Range(min=1, max=1000),
-                           metadata={"description": "Entries per page (1-1000, default 100)."})
-    cursor = fields.Integer(validate=validators.Range(min=0), metadata={
+    limit = WholeNumber(load_default=100, validate=validators.Range(min=1, max=1000),
+                        metadata={"description": "Entries per page (1-1000, default 100)."})
+    cursor = WholeNumber(validate=validators.Range(min=0), metadata={
         "description": "Position from the `next` link of the previous page."})
     column = fields.String(metadata={
         "description": "Only entries about this column; `-` for whole rows and keys.",

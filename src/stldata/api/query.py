@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from stldata.api import geo
+from stldata.api.digits import is_ascii_digits, is_whole_number
 from stldata.api.problems import BadParameter, NotFound
 from stldata.catalog import QUERY_PARAMETERS, Dataset
 from stldata.projection.search_index import (
@@ -146,11 +147,15 @@ def parse_value(dataset: Dataset, column: str, type_: str, text: str, param: str
         raise BadParameter(param, "contains a NUL character, which no stored value has")
     try:
         if type_ == "integer":
+            if not is_whole_number(text):  # int() also reads "１０" and "1_0"
+                raise ValueError(text)
             value = int(text)
             if not -(2**63) <= value < 2**63:
                 raise _OutOfForm("out of range for a 64-bit integer")
             return value
         if type_ == "number":
+            if not text.isascii() or "_" in text:  # float() also reads "１.5" and "1_0"
+                raise ValueError(text)
             number = float(text)
             if number != number or number in (float("inf"), float("-inf")):
                 raise _OutOfForm("not a finite number")
@@ -255,7 +260,7 @@ def _parse_spec(spec: str, types: Mapping[str, str], param: str) -> _Spec:
 def _part_value(spec: _Spec, text: str, param: str) -> int:
     assert spec.part is not None
     _, low, high = DATE_PARTS[spec.part]
-    if not re.fullmatch(r"[+-]?\d{1,5}", text.strip()) or not low <= int(text) <= high:
+    if not re.fullmatch(r"[+-]?[0-9]{1,5}", text.strip()) or not low <= int(text) <= high:
         raise BadParameter(param, f"{text!r} is not a valid {spec.part} ({low}-{high})")
     return int(text)
 
@@ -502,12 +507,12 @@ def parse_query(dataset: Dataset, table: sa.FromClause, args: Mapping[str, list[
 
     if "limit" in args:
         text = _single(args, "limit")
-        if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+        if not is_ascii_digits(text) or not 1 <= int(text) <= MAX_LIMIT:
             raise BadParameter("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
         query.limit = int(text)
 
     if "cursor" in args:
-        query.cursor = decode_cursor(_single(args, "cursor"), len(query.order) + 1)
+        query.cursor = decode_cursor(_single(args, "cursor"), query)
         for i, (name, _) in enumerate(query.order):
             raw = query.cursor[i]
             if raw is None:
@@ -572,23 +577,36 @@ def _parse_geography(dataset: Dataset, table: sa.FromClause, args: Mapping[str, 
         query.filters.append(geo.in_polygons(points, neighborhoods(name)))
 
 
-def encode_cursor(values: list[Any]) -> str:
+def order_signature(query: RecordQuery) -> str:
+    """The order a cursor was issued for, in its first element: a cursor of
+    ``order=-date_occur`` given with ``order=date_occur`` would silently skip records."""
+    terms = [("-" if descending else "") + name for name, descending in query.order]
+    if query.key_descending is not None:
+        terms.append("-_key" if query.key_descending else "_key")
+    return "o:" + ",".join(terms)
+
+
+def encode_cursor(values: list[Any], query: RecordQuery) -> str:
     def plain(v: Any) -> Any:
         return v.isoformat() if isinstance(v, (date, datetime)) else v
-    data = orjson.dumps([plain(v) for v in values])
+    data = orjson.dumps([order_signature(query), *(plain(v) for v in values)])
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
-def decode_cursor(text: str, width: int) -> list[Any]:
+def decode_cursor(text: str, query: RecordQuery) -> list[Any]:
+    """The order values and key a cursor holds, for ``query``'s order."""
     try:
         values = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
     except (binascii.Error, ValueError):
         raise BadParameter("cursor", "not a cursor this API issued") from None
-    if not isinstance(values, list) or len(values) != width:
+    if not isinstance(values, list) or not values or not isinstance(values[0], str) \
+            or not values[0].startswith("o:"):
+        raise BadParameter("cursor", "not a cursor this API issued")
+    if values[0] != order_signature(query) or len(values) != len(query.order) + 2:
         raise BadParameter("cursor", "does not match the order of this query")
     if not isinstance(values[-1], str):
         raise BadParameter("cursor", "not a cursor this API issued")
-    return values
+    return values[1:]
 
 
 def output_columns(dataset: Dataset, table: sa.FromClause, query: RecordQuery,

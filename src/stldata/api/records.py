@@ -124,7 +124,8 @@ def _register_records(app: APIFlask, model: ReadModel) -> None:
         next_url = None
         if len(rows) > query.limit:
             last = page[-1]._mapping
-            cursor = encode_cursor([last[n] for n, _ in query.order] + [last["_key"]])
+            cursor = encode_cursor([last[n] for n, _ in query.order] + [last["_key"]],
+                                   query)
             params = [(k, v) for k, vs in args.items() if k != "cursor" for v in vs]
             next_url = url_for("list_records", dataset_id=dataset.id) + "?" + urlencode(
                 [*params, ("cursor", cursor)])

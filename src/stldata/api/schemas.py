@@ -13,6 +13,8 @@ from urllib.parse import urlencode
 from apiflask import Schema, fields, validators
 from marshmallow import INCLUDE
 
+from stldata.api.digits import WholeNumber
+
 
 class RecordsQuery(Schema):
     class Meta:
@@ -20,7 +22,7 @@ class RecordsQuery(Schema):
         # through here and are checked against the catalog by the query parser.
         unknown = INCLUDE
 
-    limit = fields.Integer(
+    limit = WholeNumber(
         load_default=100, validate=validators.Range(min=1, max=1000),
         metadata={"description": "Records per page (1-1000, default 100)."})
     order = fields.String(metadata={
@@ -139,7 +141,8 @@ _EXAMPLE_TOTAL = 3816
 
 def _example_next(format_: str | None = None) -> str:
     """The ``next`` link of the example page: the query, and the cursor after its last key."""
-    last = json.dumps([_KEYS[1]], separators=(",", ":")).encode()
+    # The order the cursor was issued for ("o:" = by key), then the last record's key.
+    last = json.dumps(["o:", _KEYS[1]], separators=(",", ":")).encode()
     cursor = base64.urlsafe_b64encode(last).decode().rstrip("=")
     params = [*EXAMPLE_QUERY, *([("format", format_)] if format_ else []),
               ("cursor", cursor)]

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from apiflask import APIFlask, Schema, fields, validators
 
+from stldata.api.digits import WholeNumber
 from stldata.api.exports import record_of
 from stldata.api.paging import count_matches
 from stldata.api.problems import BadParameter
@@ -33,8 +34,8 @@ class SearchQuery(Schema):
     q = fields.String(required=True, metadata={
         "description": "Words to find (English stemming; \"a phrase\", or, -word).",
         "example": "burglary"})
-    limit = fields.Integer(load_default=5, validate=validators.Range(min=1, max=100),
-                           metadata={"description": "Hits per dataset (1-100, default 5)."})
+    limit = WholeNumber(load_default=5, validate=validators.Range(min=1, max=100),
+                        metadata={"description": "Hits per dataset (1-100, default 5)."})
 
 
 class SearchHit(Schema):

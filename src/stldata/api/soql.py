@@ -189,17 +189,17 @@ def tokenize(text: str) -> list[Token]:
                 raise SoqlError("quoted column name is not closed", start)
             tokens.append(Token("quoted", text[i + 1:end], start))
             i = end + 1
-        elif c.isdigit() or (c == "." and i + 1 < n and text[i + 1].isdigit()):
+        elif _digit(c) or (c == "." and i + 1 < n and _digit(text[i + 1])):
             j = i
-            while j < n and (text[j].isdigit() or text[j] == "."):
+            while j < n and (_digit(text[j]) or text[j] == "."):
                 j += 1
             if j < n and text[j] in "eE":
                 k = j + 1
                 if k < n and text[k] in "+-":
                     k += 1
-                if k < n and text[k].isdigit():
+                if k < n and _digit(text[k]):
                     j = k
-                    while j < n and text[j].isdigit():
+                    while j < n and _digit(text[j]):
                         j += 1
             if j < n and (text[j].isalpha() or text[j] == "_"):
                 raise SoqlError(f"unexpected {text[j]!r} after a number", j + 1)
@@ -223,6 +223,11 @@ def tokenize(text: str) -> list[Token]:
                 raise SoqlError(f"unexpected character {c!r}", start)
     tokens.append(Token("eof", "", n + 1))
     return tokens
+
+
+def _digit(c: str) -> bool:
+    """0-9 only: str.isdigit() is also true for "１" and "²", which int() reads or fails on."""
+    return "0" <= c <= "9"
 
 
 def _number(token: Token) -> int | Decimal:

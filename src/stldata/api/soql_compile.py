@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from stldata.aggregation import local_time, sa_type
+from stldata.api.digits import is_ascii_digits
 from stldata.api.problems import BadParameter
 from stldata.api.query import MAX_IN_VALUES, parse_value
 from stldata.api.soql import (
@@ -587,7 +588,7 @@ def _bounded(text: str | None, param: str, default: int, low: int, high: int) ->
     if text is None:
         return default
     text = text.strip()
-    if not text.isdigit() or not low <= int(text) <= high:
+    if not is_ascii_digits(text) or not low <= int(text) <= high:
         raise BadParameter(param, f"must be a whole number from {low} to {high}")
     return int(text)
 

@@ -10,7 +10,7 @@ cursors and aggregations written against the current table work on the past unch
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -22,7 +22,7 @@ from stldata.catalog import Dataset
 
 PARAM = "as_of"
 
-_SNAPSHOT_ID = re.compile(r"^\d{1,18}$")
+_SNAPSHOT_ID = re.compile(r"^[0-9]{1,18}$")  # not \d, which matches "１"
 
 #: The history table as SQLAlchemy sees it (not reflected: its shape is fixed by 0001).
 _versions_metadata = sa.MetaData()
@@ -91,8 +91,16 @@ def resolve_as_of(conn: sa.Connection, dataset: Dataset, value: str,
         "SELECT max(id) FROM snapshots WHERE dataset_id = :d AND status = 'committed' "
         "AND committed_at <= :t"), {"d": dataset.id, "t": moment}).scalar()
     if sid is None:
+        # The value is echoed as written: the moment made of it can carry an offset the
+        # client never wrote, such as Chicago's local mean time -05:50:36 before 1883.
+        first = conn.execute(sa.text(
+            "SELECT min(committed_at) FROM snapshots WHERE dataset_id = :d "
+            "AND status = 'committed'"), {"d": dataset.id}).scalar()
+        when = ("it has no committed snapshot yet" if first is None else
+                "that is before its first snapshot (committed "
+                f"{first.astimezone(UTC).isoformat(timespec='seconds')})")
         raise BadParameter(param, f"dataset {dataset.id!r} had no committed snapshot at or "
-                                  f"before {moment.isoformat()}")
+                                  f"before {text}; {when}")
     return int(sid)
 
 

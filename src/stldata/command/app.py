@@ -19,9 +19,10 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 from apiflask import APIFlask, HTTPError
-from flask import Response, request
+from flask import Request, Response, request
 from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.formparser import FormDataParser
 
 import stldata
 from stldata.api.docs_assets import serve_docs_assets
@@ -43,6 +44,23 @@ SECURITY: list[str | dict[str, list[Any]]] = ["BearerAuth", "ApiKeyAuth"]
 JOB_ID_CHARS = frozenset("0123456789abcdef")
 #: Longest file name most file systems store (NAME_MAX); a longer upload is refused.
 MAX_NAME_BYTES = 255
+#: A quoted ``filename="..."`` parameter of a part's Content-Disposition, as sent.
+QUOTED_FILENAME = re.compile(r'(?:^|;)\s*filename\s*=\s*"((?:\\"|[^"])*)"', re.IGNORECASE)
+
+
+class _LoudFormParser(FormDataParser):
+    """Werkzeug's form parser, but a body it cannot read raises instead of reading as empty.
+
+    Silently, a part header that is not UTF-8 (a file name in another encoding) leaves no
+    parts at all, and the client would be told it sent none.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{**kwargs, "silent": False})
+
+
+class _CommandRequest(Request):
+    form_data_parser_class = _LoudFormParser
 
 
 class Unauthorized(ApiProblem):
@@ -137,6 +155,7 @@ def create_command_app(runtime: Runtime, *, workers: IngestWorker | None = None)
                              "Every operation needs an API key."},
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.request_class = _CommandRequest
     app.spec_processor(lambda spec: problem_media_types(_document_request_body(spec)))
     serve_docs_assets(app)  # Swagger UI from a pinned package, not a CDN
     refuse_long_uris(app)
@@ -277,13 +296,25 @@ def _json_source() -> str | None:
 
 
 def _uploaded_files(dataset: Dataset) -> list[tuple[str, FileStorage]]:
-    files = request.files.getlist("file")
+    try:
+        files = request.files.getlist("file")
+    except UnicodeDecodeError:
+        raise ApiProblem("the uploaded file name is unreadable: a part's headers are not "
+                         "UTF-8 text; send the file name in UTF-8", param="file") from None
+    except ValueError as exc:
+        raise ApiProblem(f"the multipart body cannot be read: {exc}", param="file") from None
     if not files:
+        if "file" in request.form:
+            # Werkzeug ends a header at a raw line break, which cuts a quoted file name
+            # short and leaves a part without one: a plain field.
+            raise ApiProblem("the 'file' part has no readable file name: a file name must be "
+                             "quoted (filename=\"...\") and must not contain line breaks or "
+                             "other control characters", param="file")
         raise ApiProblem("a multipart body needs one or more 'file' parts", param="file")
     named: list[tuple[str, FileStorage]] = []
     pattern = dataset.source.file_pattern
     for file in files:
-        name = upload_name(file.filename or "")
+        name = upload_name(sent_name(file))
         if not fnmatch.fnmatch(name.casefold(), pattern.casefold()):
             raise ApiProblem(f"uploaded file {name!r} does not match the dataset's file "
                              f"pattern {pattern!r}", param="file")
@@ -293,6 +324,23 @@ def _uploaded_files(dataset: Dataset) -> list[tuple[str, FileStorage]]:
     return named
 
 
+def sent_name(file: FileStorage) -> str:
+    """The file name of an uploaded part as the client wrote it.
+
+    Werkzeug reads ``filename="..."`` as an HTTP quoted string, where a backslash escapes
+    the next character, so ``C:\\Users\\me\\a.csv`` arrives as ``C:Usersmea.csv``. Browsers
+    and most clients send backslashes as they are and escape only the quote (as ``%22`` or
+    ``\\"``), so the name is read again from the part's own header with only those escapes
+    undone; a backslash then still separates folders. An RFC 5987 ``filename*`` is
+    percent-encoded, has no such escapes, and Werkzeug's reading of it stands.
+    """
+    disposition = file.headers.get("Content-Disposition", "")
+    match = QUOTED_FILENAME.search(disposition)
+    if match is None or "filename*" in disposition.casefold():
+        return file.filename or ""
+    return match.group(1).replace('\\"', '"').replace("%22", '"')
+
+
 def upload_name(sent: str) -> str:
     """The partition of an uploaded file: the base name the client sent, as it is.
 
@@ -300,10 +348,12 @@ def upload_name(sent: str) -> str:
     must be the very name the catalog source publishes the file under: re-uploading
     ``North East Crime Report 2015.xlsx`` then replaces that workbook's records instead of
     adding a renamed copy. Only the folders a client may send along (``a/b.csv``,
-    ``C:\\Users\\b.csv``) are dropped; a name that cannot be one file in the upload folder
-    is refused rather than changed.
+    ``C:\\Users\\b.csv``) are dropped, and the name is put in Unicode NFC form (macOS
+    sends ``ö`` as ``o`` plus a combining mark, which would otherwise be another
+    partition); a name that cannot be one file in the upload folder is refused rather than
+    changed.
     """
-    name = re.split(r"[/\\]", sent)[-1]
+    name = unicodedata.normalize("NFC", re.split(r"[/\\]", sent)[-1])
     if name in ("", ".", ".."):
         raise ApiProblem(f"uploaded file name {_shown(sent)} has no file name after its folders "
                          "are dropped; every uploaded file needs one", param="file")
