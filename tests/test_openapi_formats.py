@@ -277,3 +277,18 @@ def test_error_responses_are_documented_as_problems(client: Any) -> None:
         assert all(list(content) == ["application/problem+json"] for *_, content in errors)
     bad = client.get("/api/v1/datasets/slmpd-crime/records?limit=0")
     assert bad.status_code == 400 and bad.mimetype == "application/problem+json"
+
+
+def test_every_operation_documents_the_limits_it_can_answer(client: Any) -> None:
+    """A URL over the limit (414) and a client over its rate limit (429, with
+    Retry-After) are answered before any view runs, so every operation lists them."""
+    spec = client.get("/openapi.json").get_json()
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            assert "414" in responses, (method, path)
+            if path == "/health":
+                assert "429" not in responses  # the health check is never limited
+                continue
+            assert "Retry-After" in responses["429"]["headers"], (method, path)
+            assert list(responses["429"]["content"]) == ["application/problem+json"]

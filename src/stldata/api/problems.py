@@ -49,13 +49,32 @@ def problem_media_types(spec: dict[str, Any] | str) -> dict[str, Any] | str:
     as application/json); a spec processor."""
     if isinstance(spec, str):  # only for SPEC_FORMAT=yaml, which the apps do not use
         return spec
-    for operations in spec.get("paths", {}).values():
+    for path, operations in spec.get("paths", {}).items():
         for operation in operations.values():
             if not isinstance(operation, dict):
                 continue
-            for status, response in operation.get("responses", {}).items():
+            responses = operation.setdefault("responses", {})
+            # Every route answers these before its view runs: a URL over the length
+            # limit, and (except the health check) a client over its rate limit.
+            responses.setdefault("414", _problem_response(
+                "URI too long: the URL is over 65,536 bytes."))
+            if path != "/health":
+                responses.setdefault("429", {
+                    **_problem_response("Too many requests from this client; "
+                                        "`Retry-After` says when to try again."),
+                    "headers": {"Retry-After": {
+                        "description": "Seconds to wait before the next request.",
+                        "schema": {"type": "integer"}}}})
+            for status, response in responses.items():
                 content = response.get("content") if isinstance(response, dict) else None
                 if str(status)[:1] in ("4", "5") and content and "application/json" in content:
                     content[PROBLEM_JSON] = content.pop("application/json")
     return spec
+
+
+def _problem_response(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {PROBLEM_JSON: {"schema": {
+        "type": "object",
+        "properties": {"title": {"type": "string"}, "status": {"type": "integer"},
+                       "detail": {"type": "string"}}}}}}
 
