@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 
 from stldata.api.app import create_app
 from stldata.catalog import Catalog
@@ -130,6 +131,14 @@ def client(loaded: Runtime):  # type: ignore[no-untyped-def]
     app = create_app(loaded)
     app.config["TESTING"] = True
     return app.test_client()
+
+
+def plan_of(conn: sa.Connection, statement: sa.Executable) -> str:
+    """PostgreSQL's plan for a SQLAlchemy statement, as EXPLAIN prints it."""
+    compiled = statement.compile(dialect=conn.dialect,
+                                 compile_kwargs={"render_postcompile": True})
+    return "\n".join(str(r[0]) for r in conn.exec_driver_sql(
+        "EXPLAIN " + str(compiled), compiled.params))
 
 
 def read_raw_csv(path: Path) -> tuple[list[str], list[list[str]]]:

@@ -33,6 +33,7 @@ from conftest import (
     ingest,
     make_settings,
     pages,
+    plan_of,
     project,
 )
 
@@ -306,10 +307,7 @@ def test_geographic_filters_use_the_point_index(geo_client: Any,
         parsed = parse_query(dataset, table, query, neighborhoods=lookup)
         statement = build_select(table, parsed, output_columns(dataset, table, parsed))
         conn.execute(sa.text("SET enable_seqscan = off"))
-        compiled = statement.compile(dialect=conn.dialect,
-                                     compile_kwargs={"render_postcompile": True})
-        plan = "\n".join(str(r[0]) for r in conn.exec_driver_sql(
-            "EXPLAIN " + str(compiled), compiled.params))
+        plan = plan_of(conn, statement)
     engine.dispose()
     name = point_index_name(dataset)
     assert f"Index Scan using {name}" in plan or f"Index Scan on {name}" in plan, plan

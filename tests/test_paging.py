@@ -19,7 +19,7 @@ from stldata.api.query import (
 )
 from stldata.runtime import Runtime
 
-from conftest import pages
+from conftest import pages, plan_of
 
 RECORDS = "/api/v1/datasets/slmpd-crime/records"
 
@@ -127,10 +127,7 @@ def test_one_column_orders_are_read_from_the_index(loaded: Runtime, order: str) 
     with engine.connect() as conn:
         conn.execute(sa.text(f"ANALYZE {dataset.table_name}"))
         conn.execute(sa.text("SET enable_sort = off"))
-        compiled = statement.compile(dialect=conn.dialect,
-                                     compile_kwargs={"render_postcompile": True})
-        plan = "\n".join(str(r[0]) for r in conn.exec_driver_sql(
-            "EXPLAIN " + str(compiled), compiled.params))
+        plan = plan_of(conn, statement)
     engine.dispose()
     column = order.lstrip("-")
     assert f"{dataset.table_name}__{column}" in plan, plan

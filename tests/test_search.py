@@ -21,7 +21,7 @@ from stldata.projection.search_index import search_index_name
 from stldata.projection.tables import ensure_table
 from stldata.runtime import Runtime
 
-from conftest import CRIME_SAMPLES, read_raw_csv
+from conftest import CRIME_SAMPLES, plan_of, read_raw_csv
 
 RECORDS = "/api/v1/datasets/slmpd-crime/records"
 JUNE = RECORDS + "?coded_month=2018-06"
@@ -102,10 +102,7 @@ def test_search_uses_the_gin_index(loaded: Runtime) -> None:
     engine = loaded.database.engine()
     with engine.connect() as conn:
         conn.execute(sa.text("SET enable_seqscan = off"))
-        compiled = statement.compile(dialect=conn.dialect,
-                                     compile_kwargs={"render_postcompile": True})
-        plan = "\n".join(str(r[0]) for r in conn.exec_driver_sql(
-            "EXPLAIN " + str(compiled), compiled.params))
+        plan = plan_of(conn, statement)
     engine.dispose()
     name = search_index_name(dataset)
     assert name and f"Bitmap Index Scan on {name}" in plan, plan
