@@ -185,8 +185,13 @@ def test_a_request_checks_out_one_connection(loaded: Runtime) -> None:
     sa.event.listen(model.engine, "checkout", lambda *_: checkouts.append(1))
     client = app.test_client()
 
+    sid = client.get(f"{RECORDS}?limit=1").get_json()["snapshot_id"]
     for url in (f"{RECORDS}?district=3&limit=5", f"{RECORDS}?order=-date_occur&limit=5",
-                "/api/v1/datasets/slmpd-crime/aggregate?group_by=district"):
+                "/api/v1/datasets/slmpd-crime/aggregate?group_by=district",
+                "/api/v1/datasets/slmpd-crime/snapshots",
+                f"/api/v1/datasets/slmpd-crime/snapshots/{sid}",
+                f"/api/v1/datasets/slmpd-crime/snapshots/{sid}/diff",
+                "/api/v1/datasets/slmpd-crime/changes?limit=5", "/api/v1/datasets"):
         checkouts.clear()
         assert client.get(url).status_code == 200
         assert len(checkouts) == 1, url

@@ -115,7 +115,7 @@ class ReadModel:
         return with_types(dataset, {str(n): str(t) for n, t in rows})
 
     def latest_snapshots(self) -> dict[str, dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with self.connect() as conn:
             rows = conn.execute(sa.text(
                 "SELECT DISTINCT ON (dataset_id) dataset_id, " + ", ".join(SNAPSHOT_FIELDS)
                 + " FROM snapshots WHERE status = 'committed' "
@@ -273,7 +273,7 @@ def create_app(runtime: Runtime) -> APIFlask:
         table = dataset_table(dataset, model.metadata)
         if "\x00" in key:
             raise NotFound(f"dataset {dataset.id!r} has no record with that key")
-        with model.engine.connect() as conn:
+        with model.connect() as conn:
             row = conn.execute(sa.select(table).where(table.c._key == key)).mappings().first()
         if row is None:
             raise NotFound(f"dataset {dataset.id!r} has no record with key {key!r}")

@@ -145,7 +145,7 @@ class History:
         return out
 
     def diff(self, dataset: Dataset, sid: int, query: dict[str, Any]) -> dict[str, Any]:
-        with self.model.engine.connect() as conn:
+        with self.model.connect() as conn:
             snap = self.snapshot(conn, dataset, sid)
             against: int | None = query.get("against")
             if against is None:
@@ -196,7 +196,7 @@ class History:
     def record_history(self, dataset: Dataset, key: str) -> dict[str, Any]:
         if "\x00" in key:
             raise NotFound(f"dataset {dataset.id!r} has no record with that key")
-        with self.model.engine.connect() as conn:
+        with self.model.connect() as conn:
             rows = conn.execute(sa.text("""
                 SELECT v.valid_from, v.valid_to, s.committed_at, v.deleted, v.partition,
                        v.line, v.values AS record, v.source
@@ -211,7 +211,7 @@ class History:
 
     def changes(self, dataset: Dataset, after: str | None, limit: int) -> dict[str, Any]:
         sid, key = 0, ""
-        with self.model.engine.connect() as conn:
+        with self.model.connect() as conn:
             if after == LATEST:
                 # The end of the feed: the client wants only what is committed from now on.
                 sid = int(conn.execute(sa.text(
@@ -267,7 +267,7 @@ def register_history(app: APIFlask, model: ReadModel) -> None:
         if "cursor" in query_data:
             before = decode_position(query_data["cursor"], "snapshots", dataset.id, "cursor",
                                      (int,))[0]
-        with model.engine.connect() as conn:
+        with model.connect() as conn:
             rows = history.snapshots(conn, dataset, before=before, limit=limit + 1)
         page = rows[:limit]
         next_url = None
@@ -283,7 +283,7 @@ def register_history(app: APIFlask, model: ReadModel) -> None:
              responses={404: "Unknown dataset or snapshot"})
     def get_snapshot(dataset_id: str, sid: int) -> Any:
         dataset = model.dataset(dataset_id)
-        with model.engine.connect() as conn:
+        with model.connect() as conn:
             snap = history.snapshot(conn, dataset, sid)
         return {"dataset": dataset.id, "snapshot": snap}
 
