@@ -57,7 +57,7 @@ def build_select(table: sa.FromClause, query: RecordQuery,
                  ) -> sa.Select[Any]:
     """One statement for the page (``limit + 1`` rows, to know if there is a next one), or,
     with ``paged=False``, for every match in page order (exports)."""
-    keys = order_keys(query, lambda name: _column(table, query, name))
+    keys = order_keys(query, lambda name: query.column(table, name))
     statement = filtered_select(table, query, columns)
     if query.cursor is not None and paged:
         statement = statement.where(_after_cursor(keys, query.cursor))
@@ -73,7 +73,7 @@ def page_selects(table: sa.FromClause, query: RecordQuery,
     order: then the records with a value come first, read as the index is read backwards,
     and the records without one after them.
     """
-    keys = order_keys(query, lambda name: _column(table, query, name))
+    keys = order_keys(query, lambda name: query.column(table, name))
     first, descending = keys[0]
     if len(keys) == 1 or not descending or query.order[0][0] in query.computed:
         return [build_select(table, query, columns)]
@@ -178,10 +178,6 @@ def planner_estimate(conn: sa.Connection, table: sa.FromClause, query: RecordQue
     if isinstance(plan, str):
         plan = orjson.loads(plan)
     return int(plan[0]["Plan"]["Plan Rows"]) if plan else 0
-
-
-def _column(table: sa.FromClause, query: RecordQuery, name: str) -> sa.ColumnElement[Any]:
-    return query.column(table, name)
 
 
 def _ordering(keys: Sequence[OrderKey]) -> list[sa.UnaryExpression[Any]]:
