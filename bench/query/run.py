@@ -102,11 +102,14 @@ def run(command: list[str], env: dict[str, str]) -> float:
 def load_ours(csv_path: Path, home: Path, rows: int) -> dict[str, Any]:
     """Ingest and project the CSV once; the marker file makes reruns reuse the load."""
     marker = home / "bench-loaded.json"
-    if marker.exists():
-        return dict(json.loads(marker.read_text()))
     env = environment(home)
     stldata = str(BIN / "stldata")
     run([stldata, "migrate"], env)
+    if marker.exists():
+        # A load made by older code: the projector brings its tables and indexes to what
+        # the current code builds (a no-op when they already are).
+        run([stldata, "project", "--until-idle"], env)
+        return dict(json.loads(marker.read_text()))
     ingest = run([stldata, "ingest", DATASET, "--source", str(csv_path)], env)
     project = run([stldata, "project", "--until-idle"], env)
     loaded = {"rows": rows, "ingest_s": round(ingest, 1), "project_s": round(project, 1)}

@@ -106,9 +106,13 @@ def read_page(conn: sa.Connection, table: sa.FromClause, query: RecordQuery,
         if found is not None:
             return found
 
+    # Imported here: the ranking module builds its statements with this one's.
+    from stldata.api.ranking import ranked_page_select
+
+    ranked = ranked_page_select(conn, table, query, columns)
     names: list[str] = []
     rows: list[Any] = []
-    for statement in page_selects(table, query, columns):
+    for statement in [ranked] if ranked is not None else page_selects(table, query, columns):
         result = conn.execute(statement)
         names = list(result.keys())
         rows += result.fetchmany(query.limit + 1 - len(rows))

@@ -204,6 +204,9 @@ class RecordQuery:
     #: Computed columns, by name: ``_rank`` with ``q``, ``_distance`` (metres) with ``near``.
     computed: dict[str, sa.ColumnElement[Any]] = field(default_factory=dict)
     format: str = "json"
+    #: The ``q`` text, whose match is among the filters (a ranked page may read it from
+    #: the ranking table instead: :mod:`stldata.api.ranking`).
+    search: str | None = None
 
     def column(self, table: sa.FromClause, name: str) -> sa.ColumnElement[Any]:
         if name in self.computed:
@@ -459,7 +462,8 @@ def parse_query(dataset: Dataset, table: sa.FromClause, args: Mapping[str, list[
         query.filters.append(parse_or(dataset, table, text))
 
     if "q" in args:
-        match, rank = search_filter(dataset, _single(args, "q"), table)
+        query.search = _single(args, "q")
+        match, rank = search_filter(dataset, query.search, table)
         query.filters.append(match)
         query.computed[RANK] = rank
     _parse_geography(dataset, table, args, query, neighborhoods)

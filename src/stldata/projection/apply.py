@@ -17,6 +17,7 @@ from stldata.catalog import Dataset
 from stldata.log.events import ROW_POSITION, SnapshotCommitted
 from stldata.projection.aggregates import maintain_aggregates
 from stldata.projection.quality import store_coercions, with_repeats
+from stldata.projection.search_index import ranking_table_name
 from stldata.projection.stage import SYSTEM
 from stldata.projection.tables import stage_table_name
 from stldata.store.database import Conn
@@ -120,7 +121,10 @@ def apply_snapshot(conn: Conn, dataset: Dataset, event: SnapshotCommitted) -> Ap
     names = [sql.Identifier(n) for n in dataset.column_types()]
     # A first load of many rows builds the secondary indexes once, after the rows are in,
     # instead of updating each of them row by row (about 3x faster at 200,000 rows).
+    # The ranking table (filled by triggers from the rows inserted) likewise.
+    ranking = ranking_table_name(dataset.table_name)
     rebuild = (_drop_secondary_indexes(conn, dataset.table_name)
+               + _drop_secondary_indexes(conn, ranking)
                if was_empty and counts.added >= BULK_LOAD_ROWS else [])
     conn.execute(sql.SQL("""
         INSERT INTO {table} (_key, _snapshot_id, _partition, _line, _hash, _source, {cols})
@@ -196,12 +200,12 @@ def apply_snapshot(conn: Conn, dataset: Dataset, event: SnapshotCommitted) -> Ap
         "changed": counts.changed, "deleted": counts.deleted, "unchanged": counts.unchanged})
     discard_staged(conn, dataset, event.snapshot_id)
     maintain_aggregates(conn, dataset, event.snapshot_id)  # stldata.projection.aggregates
-    _refresh_statistics(conn, table, dataset.table_name, counts.added + counts.deleted)
+    for name in (dataset.table_name, ranking):
+        _refresh_statistics(conn, name, counts.added + counts.deleted)
     return counts
 
 
-def _refresh_statistics(conn: Conn, table: sql.Identifier, table_name: str,
-                        moved: int) -> None:
+def _refresh_statistics(conn: Conn, table_name: str, moved: int) -> None:
     """Analyze the table when this snapshot added or removed more than a tenth of it.
 
     The API's totals for large results, and its choice between counting and estimating,
@@ -211,9 +215,11 @@ def _refresh_statistics(conn: Conn, table: sql.Identifier, table_name: str,
         return
     row = conn.execute("SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)",
                        (table_name,)).fetchone()
-    known = float(row[0]) if row is not None else -1.0
+    if row is None:
+        return  # no such table (a dataset without text columns has no ranking table)
+    known = float(row[0])
     if known < 0 or moved > 0.1 * max(known, 1.0):
-        conn.execute(sql.SQL("ANALYZE {}").format(table))
+        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table_name)))
 
 
 def _is_empty(conn: Conn, table: sql.Identifier) -> bool:

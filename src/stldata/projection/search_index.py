@@ -10,6 +10,14 @@ index on the column serves the matches. The column's comment holds a digest of i
 expression: when a dataset gains a text column (a catalog edit, or an ``auto`` column
 pinned as text), the column is computed again and the index rebuilt.
 
+Ranking a search needs every match's document, and GIN returns only row addresses: on the
+dataset table, ranking 65,000 matches of a million crime records visits 51,000 pages of
+wide rows (a record is about 1 KB, a document 200 bytes). So each dataset with text
+columns also has a *ranking table*, ``(_key, _document)`` with its own GIN index, kept
+equal to the dataset table by statement-level triggers (revision 0010) in the same
+transaction as every write. A ranked search with no other filter reads its best page from
+there (30,000 narrow pages) and joins back only the records on the page.
+
 Point datasets (those with WGS84 longitude/latitude columns) get a GiST index on the
 point in micro-degrees, :func:`point_sql`: bounding boxes and point-in-polygon tests
 (``<@``) use it. Micro-degrees because PostgreSQL's geometric operators treat values
@@ -86,12 +94,28 @@ def point_index_name(dataset: Dataset) -> str:
     return f"{dataset.table_name[:50]}__point_udeg"
 
 
+def ranking_table_name(table_name: str) -> str:
+    """The ranking table beside a dataset table (see the module's docstring)."""
+    return f"{table_name[:50]}__ranking"
+
+
+#: The triggers that copy each write of a dataset table to its ranking table: which rows
+#: a statement of each kind brings (``came``) and takes away (``gone``).
+_RANKING_TRIGGERS = {
+    "INSERT": "REFERENCING NEW TABLE AS came",
+    "UPDATE": "REFERENCING OLD TABLE AS gone NEW TABLE AS came",
+    "DELETE": "REFERENCING OLD TABLE AS gone",
+    "TRUNCATE": "",
+}
+
+
 def ensure_query_indexes(conn: Conn, dataset: Dataset) -> None:
-    """Create the search document, its index and the point index of a dataset table,
-    replacing a stale document; cheap when they are current. Runs in the caller's
-    transaction."""
+    """Create the search document, its index, the ranking table and the point index of a
+    dataset table, replacing a stale document; cheap when they are current. Runs in the
+    caller's transaction."""
     table = sql.Identifier(dataset.table_name)
     _ensure_document(conn, dataset)
+    _ensure_ranking_table(conn, dataset)
     wanted = search_index_name(dataset)
     stale = conn.execute(
         "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() "
@@ -138,3 +162,58 @@ def _ensure_document(conn: Conn, dataset: Dataset) -> None:
     # The planner's estimate of how many records a search matches (which decides whether a
     # page's total is counted) needs statistics on the new column.
     conn.execute(sql.SQL("ANALYZE {} ({})").format(table, column))
+
+
+def _ensure_ranking_table(conn: Conn, dataset: Dataset) -> None:
+    """Create (or fill again) the ranking table and its triggers; drop them when the
+    dataset has no text columns."""
+    table = sql.Identifier(dataset.table_name)
+    name = ranking_table_name(dataset.table_name)
+    ranking = sql.Identifier(name)
+    document = search_document_sql(dataset)
+    if document is None:
+        for event in _RANKING_TRIGGERS:
+            conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
+                sql.Identifier(f"ranking_{event.lower()}"), table))
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ranking))
+        return
+
+    conn.execute(sql.SQL("""
+        CREATE TABLE IF NOT EXISTS {} (
+            _key       text PRIMARY KEY,
+            _document  tsvector NOT NULL
+        )""").format(ranking))
+    index = sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING gin (_document)").format(
+        sql.Identifier(f"{name[:52]}__document"), ranking)
+    present = {str(row[0]) for row in conn.execute(
+        "SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass(%s) AND NOT tgisinternal",
+        (dataset.table_name,))}
+    for event, transition in _RANKING_TRIGGERS.items():
+        trigger = f"ranking_{event.lower()}"
+        if trigger not in present:
+            conn.execute(sql.SQL(
+                "CREATE TRIGGER {} AFTER {} ON {} {} FOR EACH STATEMENT "
+                "EXECUTE FUNCTION stldata_sync_ranking({})").format(
+                sql.Identifier(trigger), sql.SQL(event), table, sql.SQL(transition),
+                sql.Literal(name)))
+
+    # The table's comment is the digest of the documents it holds: a new table, or one
+    # filled before the dataset's text columns changed, is filled from the dataset table.
+    digest = _document_digest(document)
+    row = conn.execute("SELECT obj_description(to_regclass(%s), 'pg_class')",
+                       (name,)).fetchone()
+    if row is not None and row[0] == digest:
+        conn.execute(index)
+        return
+    log.info("filling the ranking table of %s from its %s records", dataset.id,
+             dataset.table_name)
+    # The index is built after the rows are in: filled row by row, a GIN index keeps a
+    # pending list that made every search of a million records 60% slower.
+    conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(
+        sql.Identifier(f"{name[:52]}__document")))
+    conn.execute(sql.SQL("TRUNCATE {}").format(ranking))
+    conn.execute(sql.SQL("INSERT INTO {} (_key, _document) SELECT _key, {} FROM {}").format(
+        ranking, sql.Identifier(DOCUMENT_COLUMN), table))
+    conn.execute(index)
+    conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(ranking, sql.Literal(digest)))
+    conn.execute(sql.SQL("ANALYZE {}").format(ranking))

@@ -1,0 +1,162 @@
+"""The ranking table beside a dataset table: kept equal to the table through every kind of
+write, and the ranked pages read from it equal to ranking the records themselves."""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import sqlalchemy as sa
+
+from stldata.api import paging
+from stldata.catalog import Column
+from stldata.projection import apply
+from stldata.projection.search_index import ranking_table_name
+from stldata.projection.tables import ensure_table
+from stldata.runtime import Runtime
+
+from conftest import CRIME_SAMPLES, ingest, pages, project, query
+from test_snapshots import MONTH, crime_folder
+
+TABLE = "ds_slmpd_crime"
+RANKING = ranking_table_name(TABLE)
+RECORDS = "/api/v1/datasets/slmpd-crime/records"
+
+
+def mismatches(runtime: Runtime) -> tuple[int, int]:
+    """(records whose document the ranking table lacks, ranking rows with no record)."""
+    def count(left: str, right: str) -> int:
+        return int(query(runtime, f"SELECT count(*) FROM (SELECT _key, _document FROM {left} "
+                                  f"EXCEPT ALL SELECT _key, _document FROM {right}) d")[0][0])
+    return count(TABLE, RANKING), count(RANKING, TABLE)
+
+
+def test_the_ranking_table_follows_every_write(runtime: Runtime, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # A first load in bulk: the ranking table's index is dropped and built again too.
+    monkeypatch.setattr(apply, "BULK_LOAD_ROWS", 1)
+    folder = crime_folder(tmp_path, MONTH, "may2017.csv")
+    ingest(runtime, "slmpd-crime", folder)
+    project(runtime)
+    loaded = query(runtime, f"SELECT count(*) FROM {TABLE}")[0][0]
+    assert loaded > 8000
+    assert query(runtime, f"SELECT count(*) FROM {RANKING}")[0][0] == loaded
+    assert mismatches(runtime) == (0, 0)
+    assert query(runtime, "SELECT count(*) FROM pg_indexes WHERE tablename = %s "
+                          "AND indexdef LIKE '%%gin%%'", (RANKING,))[0][0] == 1
+
+    # An increment that changes one record's description and drops another record.
+    lines = (folder / MONTH).read_bytes().split(b"\r\n")
+    cells = next(csv.reader([lines[10].decode("cp1252")]))
+    cells[10] = "ZEPPELIN " + cells[10]
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(cells)
+    lines[10] = out.getvalue().encode("cp1252")
+    del lines[20]
+    (folder / MONTH).write_bytes(b"\r\n".join(lines))
+    ingest(runtime, "slmpd-crime", folder)
+    project(runtime)
+
+    assert query(runtime, "SELECT changed, deleted FROM snapshots WHERE id = 2")[0] == (1, 1)
+    assert query(runtime, f"SELECT count(*) FROM {RANKING}")[0][0] == loaded - 1
+    assert mismatches(runtime) == (0, 0)
+    found = query(runtime, f"SELECT count(*) FROM {RANKING} "
+                           "WHERE _document @@ to_tsquery('english', 'zeppelin')")
+    assert found[0][0] == 1
+
+    # A full snapshot of another month removes every record of the first two.
+    runtime.catalog.datasets["slmpd-crime"] = replace(
+        runtime.catalog.get("slmpd-crime"), mode="full")
+    june = tmp_path / "june"
+    june.mkdir()
+    shutil.copy(CRIME_SAMPLES / "june2018.csv", june / "june2018.csv")
+    ingest(runtime, "slmpd-crime", june)
+    project(runtime)
+    assert query(runtime, f"SELECT count(DISTINCT _partition) FROM {TABLE}")[0][0] == 1
+    assert mismatches(runtime) == (0, 0)
+
+    # Hand edits too, down to emptying the table.
+    with runtime.database.transaction() as conn:
+        conn.execute(f"UPDATE {TABLE} SET description = 'AARDVARK' WHERE _key = "
+                     f"(SELECT min(_key) FROM {TABLE})")
+    assert mismatches(runtime) == (0, 0)
+    with runtime.database.transaction() as conn:
+        conn.execute(f"TRUNCATE {TABLE}")
+    assert query(runtime, f"SELECT count(*) FROM {RANKING}")[0][0] == 0
+
+
+def test_new_text_columns_refill_the_ranking_table(runtime: Runtime, tmp_path: Path) -> None:
+    ingest(runtime, "slmpd-crime", crime_folder(tmp_path, MONTH))
+    project(runtime)
+    dataset = runtime.catalog.get("slmpd-crime")
+    digest = query(runtime, "SELECT obj_description(to_regclass(%s), 'pg_class')",
+                   (RANKING,))[0][0]
+
+    wider = replace(dataset, columns=(*dataset.columns, Column(name="extra_note")))
+    with runtime.database.transaction() as conn:
+        ensure_table(conn, wider)
+        conn.execute(f"UPDATE {TABLE} SET extra_note = 'quokka' WHERE district = 3")
+
+    assert query(runtime, "SELECT obj_description(to_regclass(%s), 'pg_class')",
+                 (RANKING,))[0][0] != digest
+    assert mismatches(runtime) == (0, 0)
+    district = query(runtime, f"SELECT count(*) FROM {TABLE} WHERE district = 3")[0][0]
+    assert district > 0 and query(runtime, f"SELECT count(*) FROM {RANKING} WHERE "
+                                           "_document @@ to_tsquery('quokka')")[0][0] == district
+
+
+@pytest.fixture
+def statements(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Every statement run meanwhile; and every ranked page treated as a large result, the
+    only kind read from the ranking table (the sample has a few thousand records)."""
+    monkeypatch.setattr(paging, "planner_estimate", lambda *_, **__: 10**9)
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", record)
+    yield seen
+    sa.event.remove(sa.engine.Engine, "before_cursor_execute", record)
+
+
+@pytest.mark.parametrize(("text", "matches"), [
+    ("burglary", "pages"), ("stolen -vehicle", "pages"), ("larceny or burglary", "pages"),
+    ('"motor vehicle"', "some"),  # a phrase
+    ("the", "none"),  # only a stop word: no lexeme to search for
+])
+def test_ranked_pages_equal_ranking_the_records(client: Any, loaded: Runtime,
+                                                statements: list[str], text: str,
+                                                matches: str) -> None:
+    expected = query(loaded, f"""
+        SELECT _key, ts_rank(_document, websearch_to_tsquery('english', %s))::float8
+        FROM {TABLE} WHERE _document @@ websearch_to_tsquery('english', %s)
+        ORDER BY 2 DESC, 1 DESC""", (text, text))
+
+    walked = pages(client, f"{RECORDS}?q={quote(text)}&limit=37")
+
+    assert [(i["_key"], i["_rank"]) for i in walked] == [tuple(r) for r in expected]
+    assert any(RANKING in s for s in statements)
+    sizes = {"pages": len(expected) > 37, "some": 0 < len(expected), "none": not expected}
+    assert sizes[matches]  # "pages": several pages, joined by cursors
+
+
+def test_ranked_pages_with_other_filters_rank_the_records(client: Any, loaded: Runtime,
+                                                          statements: list[str]) -> None:
+    expected = query(loaded, f"""
+        SELECT _key FROM {TABLE}
+        WHERE _document @@ websearch_to_tsquery('english', 'burglary') AND district = 3
+        ORDER BY ts_rank(_document, websearch_to_tsquery('english', 'burglary')) DESC,
+                 _key DESC""")
+
+    walked = pages(client, f"{RECORDS}?q=burglary&district=3&limit=25")
+
+    assert [i["_key"] for i in walked] == [r[0] for r in expected] and expected
+    assert not any(RANKING in s for s in statements)
