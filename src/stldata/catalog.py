@@ -184,6 +184,9 @@ class Dataset:
     geometry: Geometry | None = None
     catalog_path: str = ""
     aggregates: tuple[Aggregate, ...] = ()
+    #: Text columns whose order the ranking table keeps (a physical layout for search, like
+    #: CLUSTER): searches for words of these columns then read adjacent rows.
+    search_order: tuple[str, ...] = ()
 
     @property
     def table_name(self) -> str:
@@ -485,6 +488,12 @@ def load_dataset(path: Path) -> Dataset:
     if duplicates not in ("number", "last"):
         raise CatalogError(path, f"duplicate_keys {duplicates!r} must be 'number' or 'last'")
 
+    search_order = _tuple(raw.get("search_order", []), "search_order", path)
+    not_text = [n for n in search_order if n not in names or
+                next(c for c in columns if c.name == n).type != "text"]
+    if not_text:
+        raise CatalogError(path, f"search_order names {not_text}, which are not text columns")
+
     dataset = Dataset(
         id=str(raw["id"]),
         title=str(raw["title"]),
@@ -500,6 +509,7 @@ def load_dataset(path: Path) -> Dataset:
         geometry=geometry,
         catalog_path=str(path),
         aggregates=_aggregates(raw.get("aggregates", []), columns, geometry, path),
+        search_order=search_order,
     )
     if len(dataset.column_types()) > MAX_DATASET_COLUMNS:
         _too_many_columns(path, len(dataset.column_types()))

@@ -16,7 +16,11 @@ wide rows (a record is about 1 KB, a document 200 bytes). So each dataset with t
 columns also has a *ranking table*, ``(_key, _document)`` with its own GIN index, kept
 equal to the dataset table by statement-level triggers (revision 0010) in the same
 transaction as every write. A ranked search with no other filter reads its best page from
-there (30,000 narrow pages) and joins back only the records on the page.
+there (30,000 narrow pages) and joins back only the records on the page. A dataset may
+name text columns whose order the ranking table keeps (``search_order``, the crime
+description for the crime data): the rows of each write are inserted in that order, so
+the matches of a word of those columns lie on adjacent pages (2,700 instead of 30,000 for
+"burglary").
 
 Point datasets (those with WGS84 longitude/latitude columns) get a GiST index on the
 point in micro-degrees, :func:`point_sql`: bounding boxes and point-in-polygon tests
@@ -171,12 +175,15 @@ def _ensure_ranking_table(conn: Conn, dataset: Dataset) -> None:
     name = ranking_table_name(dataset.table_name)
     ranking = sql.Identifier(name)
     document = search_document_sql(dataset)
+    triggers = [(f"ranking_{event.lower()}", event, transition)
+                for event, transition in _RANKING_TRIGGERS.items()]
     if document is None:
-        for event in _RANKING_TRIGGERS:
+        for trigger, _, _ in triggers:
             conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
-                sql.Identifier(f"ranking_{event.lower()}"), table))
+                sql.Identifier(trigger), table))
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ranking))
         return
+    order = ", ".join(_quote(column) for column in dataset.search_order)
 
     conn.execute(sql.SQL("""
         CREATE TABLE IF NOT EXISTS {} (
@@ -185,24 +192,28 @@ def _ensure_ranking_table(conn: Conn, dataset: Dataset) -> None:
         )""").format(ranking))
     index = sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING gin (_document)").format(
         sql.Identifier(f"{name[:52]}__document"), ranking)
-    present = {str(row[0]) for row in conn.execute(
-        "SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass(%s) AND NOT tgisinternal",
-        (dataset.table_name,))}
-    for event, transition in _RANKING_TRIGGERS.items():
-        trigger = f"ranking_{event.lower()}"
-        if trigger not in present:
-            conn.execute(sql.SQL(
-                "CREATE TRIGGER {} AFTER {} ON {} {} FOR EACH STATEMENT "
-                "EXECUTE FUNCTION stldata_sync_ranking({})").format(
-                sql.Identifier(trigger), sql.SQL(event), table, sql.SQL(transition),
-                sql.Literal(name)))
 
-    # The table's comment is the digest of the documents it holds: a new table, or one
-    # filled before the dataset's text columns changed, is filled from the dataset table.
-    digest = _document_digest(document)
+    # The table's comment is the digest of the documents it holds and of their order: a
+    # new table, or one filled before the dataset's text columns or search order changed,
+    # is filled again from the dataset table, and its triggers made again.
+    digest = _document_digest(f"{document} ORDER BY {order}")
     row = conn.execute("SELECT obj_description(to_regclass(%s), 'pg_class')",
                        (name,)).fetchone()
-    if row is not None and row[0] == digest:
+    current = row is not None and row[0] == digest
+    present = {str(found[0]) for found in conn.execute(
+        "SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass(%s) AND NOT tgisinternal",
+        (dataset.table_name,))}
+    for trigger, event, transition in triggers:
+        if current and trigger in present:
+            continue
+        conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
+            sql.Identifier(trigger), table))
+        conn.execute(sql.SQL(
+            "CREATE TRIGGER {} AFTER {} ON {} {} FOR EACH STATEMENT "
+            "EXECUTE FUNCTION stldata_sync_ranking({}, {})").format(
+            sql.Identifier(trigger), sql.SQL(event), table, sql.SQL(transition),
+            sql.Literal(name), sql.Literal(order)))
+    if current:
         conn.execute(index)
         return
     log.info("filling the ranking table of %s from its %s records", dataset.id,
@@ -212,8 +223,9 @@ def _ensure_ranking_table(conn: Conn, dataset: Dataset) -> None:
     conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(
         sql.Identifier(f"{name[:52]}__document")))
     conn.execute(sql.SQL("TRUNCATE {}").format(ranking))
-    conn.execute(sql.SQL("INSERT INTO {} (_key, _document) SELECT _key, {} FROM {}").format(
-        ranking, sql.Identifier(DOCUMENT_COLUMN), table))
+    conn.execute(sql.SQL("INSERT INTO {} (_key, _document) SELECT _key, {} FROM {} {}").format(
+        ranking, sql.Identifier(DOCUMENT_COLUMN), table,
+        sql.SQL(f"ORDER BY {order}" if order else "")))
     conn.execute(index)
     conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(ranking, sql.Literal(digest)))
     conn.execute(sql.SQL("ANALYZE {}").format(ranking))

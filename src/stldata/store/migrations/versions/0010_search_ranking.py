@@ -3,10 +3,11 @@ dataset table.
 
 A dataset with text columns has, beside its table, a narrow *ranking table* of
 ``(_key, _document)`` (see :mod:`stldata.projection.search_index`). Statement-level
-triggers on the dataset table call this function with the ranking table's name, and the
-rows each statement inserted, updated or deleted (its transition tables ``came`` and
-``gone``) are copied across, so every write path of the projection (and any hand edit)
-keeps the two tables equal in the same transaction.
+triggers on the dataset table call this function with the ranking table's name and the
+order its rows are kept in (the catalog's ``search_order``, as quoted column names, or
+empty), and the rows each statement inserted, updated or deleted (its transition tables
+``came`` and ``gone``) are copied across, so every write path of the projection (and any
+hand edit) keeps the two tables equal in the same transaction.
 
 Revision ID: 0010_search_ranking
 Revises: 0004
@@ -35,7 +36,9 @@ def upgrade() -> None:
             END IF;
             IF TG_OP IN ('INSERT', 'UPDATE') THEN
                 EXECUTE format('INSERT INTO %I (_key, _document) '
-                               'SELECT _key, _document FROM came', TG_ARGV[0]);
+                               'SELECT _key, _document FROM came %s', TG_ARGV[0],
+                               CASE WHEN TG_NARGS > 1 AND TG_ARGV[1] <> ''
+                                    THEN 'ORDER BY ' || TG_ARGV[1] ELSE '' END);
             END IF;
             RETURN NULL;
         END
