@@ -205,3 +205,17 @@ def test_search_order_names_text_columns(tmp_path: Path) -> None:
                                      f'search_order = ["{wrong}"]'))
         with pytest.raises(CatalogError, match=f"search_order names .*{wrong}"):
             load_dataset(path)
+
+
+def test_search_across_datasets_ranks_through_the_ranking_table(
+        client: Any, loaded: Runtime, statements: list[str]) -> None:
+    expected = query(loaded, f"""
+        SELECT _key, ts_rank(_document, websearch_to_tsquery('english', 'burglary'))::float8
+        FROM {TABLE} WHERE _document @@ websearch_to_tsquery('english', 'burglary')
+        ORDER BY 2 DESC, 1 LIMIT 7""")
+
+    body = client.get("/api/v1/search?q=burglary&limit=7").get_json()
+
+    crime = next(d for d in body["datasets"] if d["dataset"] == "slmpd-crime")
+    assert [(h["key"], h["rank"]) for h in crime["hits"]] == [tuple(r) for r in expected]
+    assert any(RANKING in s for s in statements)

@@ -24,6 +24,7 @@ from stldata.api.query import (
     dataset_table,
     search_filter,
 )
+from stldata.api.ranking import ranked_page_select
 from stldata.projection.search_index import search_document_sql
 
 if TYPE_CHECKING:
@@ -97,9 +98,15 @@ def _search_dataset(conn: sa.Connection, model: ReadModel, dataset: Any, text: s
     table = dataset_table(dataset, model.metadata)
     match, rank = search_filter(dataset, text, table)
     names = list(dataset.column_types())
-    statement = (sa.select(table.c._key, *(table.c[n] for n in names), rank.label(RANK))
-                 .where(match).order_by(sa.desc(RANK), table.c._key).limit(limit))
-    rows = conn.execute(statement).mappings().all()
+    columns = [table.c._key, *(table.c[n] for n in names), rank.label(RANK)]
+    # Best first, ties by key; read through the dataset's ranking table when it has one.
+    best = RecordQuery(filters=[match], order=[(RANK, True)], key_descending=False,
+                       limit=limit, computed={RANK: rank}, search=text)
+    statement = ranked_page_select(conn, table, best, columns)
+    if statement is None:
+        statement = (sa.select(*columns).where(match)
+                     .order_by(sa.desc(RANK), table.c._key).limit(limit))
+    rows = conn.execute(statement).mappings().all()[:limit]
     if not rows:
         return None
     total, estimated = count_matches(conn, table, RecordQuery(filters=[match]))
