@@ -199,12 +199,73 @@ def test_search_order_names_text_columns(tmp_path: Path) -> None:
     from stldata.catalog import CatalogError, load_dataset
 
     text = (Path(__file__).parents[1] / "catalog" / "slmpd-crime.toml").read_text()
-    for wrong in ("district", "no_such_column"):
+    for wrong, why in (('"district"', r"\['district'\], which are not declared text"),
+                       ('"no_such_column"', r"unknown columns \['no_such_column'\]"),
+                       ('"beat", "beat"', "names a column twice")):
         path = tmp_path / "slmpd-crime.toml"
         path.write_text(text.replace('search_order = ["description"]',
-                                     f'search_order = ["{wrong}"]'))
-        with pytest.raises(CatalogError, match=f"search_order names .*{wrong}"):
+                                     f"search_order = [{wrong}]"))
+        with pytest.raises(CatalogError, match=why):
             load_dataset(path)
+
+
+def test_ranking_tables_never_share_a_name() -> None:
+    long = "ds_" + "saint_louis_metro_transit_route_list_june_2023_"
+    names = [ranking_table_name(t) for t in (TABLE, "ds_slmpd_crime__ranking", long + "_a",
+                                            long + "_b", long + "__ranking")]
+    assert len(set(names)) == len(names)
+    # No dataset table (ds_ + an id of a-z, 0-9 and -) can be named like a ranking table.
+    assert all("$" in n and len(n) <= 63 for n in names)
+
+
+def test_long_ids_sharing_a_prefix_keep_their_own_ranking_tables(runtime: Runtime) -> None:
+    routes = runtime.catalog.get("metro-routes")
+    twins = [replace(routes, id=f"saint-louis-metro-transit-route-list-june-2023--{x}")
+             for x in "ab"]
+    with runtime.database.transaction() as conn:
+        for twin in twins:
+            ensure_table(conn, twin)
+            conn.execute(f"INSERT INTO {twin.table_name} (_key, _snapshot_id, _hash, _source,"
+                         " route_long_name) VALUES ('1', 1, 'h', '{}', %s)", (twin.id,))
+    for twin in twins:
+        documents = query(runtime, f"SELECT _document::text FROM "
+                                   f"{ranking_table_name(twin.table_name)}")
+        assert len(documents) == 1 and twin.id[-1] in documents[0][0]
+
+
+def test_a_ranking_table_that_lost_its_triggers_is_filled_again(
+        runtime: Runtime, tmp_path: Path) -> None:
+    ingest(runtime, "slmpd-crime", crime_folder(tmp_path, MONTH))
+    project(runtime)
+    with runtime.database.transaction() as conn:
+        conn.execute(f"DROP TRIGGER ranking_delete ON {TABLE}")
+        conn.execute(f"DELETE FROM {TABLE} WHERE district = 3")
+    assert mismatches(runtime)[1] > 0  # rows of deleted records are left behind
+
+    with runtime.database.transaction() as conn:
+        ensure_table(conn, runtime.catalog.get("slmpd-crime"))
+
+    assert mismatches(runtime) == (0, 0)
+    with runtime.database.transaction() as conn:
+        conn.execute(f"DELETE FROM {TABLE} WHERE district = 4")
+    assert mismatches(runtime) == (0, 0)
+
+
+def test_a_cursor_without_a_rank_is_refused(client: Any) -> None:
+    from stldata.api.query import RecordQuery, encode_cursor
+
+    ranked = RecordQuery(order=[("_rank", True)])
+    cursor = encode_cursor([None, "2017-01-01|x"], ranked)
+    response = client.get(f"{RECORDS}?q=burglary&cursor={cursor}")
+    assert response.status_code == 400
+    assert response.get_json()["invalid_params"][0]["name"] == "cursor"
+
+
+def test_search_across_datasets_takes_one_q(client: Any) -> None:
+    response = client.get("/api/v1/search?q=burglary&q=larceny")
+    assert response.status_code == 400
+    assert response.get_json()["invalid_params"] == [
+        {"name": "q", "reason": "given more than once"}]
 
 
 def test_search_across_datasets_ranks_through_the_ranking_table(

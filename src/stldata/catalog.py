@@ -489,10 +489,16 @@ def load_dataset(path: Path) -> Dataset:
         raise CatalogError(path, f"duplicate_keys {duplicates!r} must be 'number' or 'last'")
 
     search_order = _tuple(raw.get("search_order", []), "search_order", path)
-    not_text = [n for n in search_order if n not in names or
-                next(c for c in columns if c.name == n).type != "text"]
+    unknown = [n for n in search_order if n not in names]
+    if unknown:
+        raise CatalogError(path, f"search_order names unknown columns {unknown}")
+    not_text = [n for n in search_order if next(c for c in columns if c.name == n).type
+                != "text"]
     if not_text:
-        raise CatalogError(path, f"search_order names {not_text}, which are not text columns")
+        raise CatalogError(path, f"search_order names {not_text}, which are not declared "
+                                 "text columns")
+    if len(set(search_order)) != len(search_order):
+        raise CatalogError(path, "search_order names a column twice")
 
     dataset = Dataset(
         id=str(raw["id"]),

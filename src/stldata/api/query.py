@@ -519,6 +519,8 @@ def parse_query(dataset: Dataset, table: sa.FromClause, args: Mapping[str, list[
         query.cursor = decode_cursor(_single(args, "cursor"), query)
         for i, (name, _) in enumerate(query.order):
             raw = query.cursor[i]
+            if raw is None and name in query.computed:  # a rank or distance is never null
+                raise BadParameter("cursor", "does not match the order of this query")
             if raw is None:
                 continue
             if name in query.computed:

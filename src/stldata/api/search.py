@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from apiflask import APIFlask, Schema, fields, validators
+from flask import request
 
 from stldata.api.digits import WholeNumber
 from stldata.api.exports import record_of
@@ -72,6 +73,8 @@ def register(app: APIFlask, model: ReadModel) -> None:
                          "Example: `/api/v1/search?q=stolen%20vehicle&limit=3`.",
              responses={400: "Bad parameter"})
     def search_all(query_data: dict[str, Any]) -> Any:
+        if len(request.args.getlist("q")) > 1:
+            raise BadParameter("q", "given more than once")
         text = str(query_data["q"])
         limit = int(query_data["limit"])
         if not text.strip():

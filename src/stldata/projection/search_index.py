@@ -99,8 +99,21 @@ def point_index_name(dataset: Dataset) -> str:
 
 
 def ranking_table_name(table_name: str) -> str:
-    """The ranking table beside a dataset table (see the module's docstring)."""
-    return f"{table_name[:50]}__ranking"
+    """The ranking table beside a dataset table (see the module's docstring).
+
+    Dataset tables are named from ids of ``[a-z0-9-]``, so no dataset table has a ``$`` in
+    its name and none can take this one. A long table name is cut and given a digest of
+    the whole, so that two ids sharing a long prefix get two ranking tables."""
+    return _beside(table_name, "ranking")
+
+
+def _beside(table_name: str, role: str) -> str:
+    """``<table>$<role>``, within PostgreSQL's 63 bytes (``$`` needs no quoting)."""
+    room = 63 - len(role) - 1
+    if len(table_name) <= room:
+        return f"{table_name}${role}"
+    digest = hashlib.sha256(table_name.encode()).hexdigest()[:8]
+    return f"{table_name[:room - 9]}_{digest}${role}"
 
 
 #: The triggers that copy each write of a dataset table to its ranking table: which rows
@@ -190,22 +203,26 @@ def _ensure_ranking_table(conn: Conn, dataset: Dataset) -> None:
             _key       text PRIMARY KEY,
             _document  tsvector NOT NULL
         )""").format(ranking))
+    index_name = _beside(dataset.table_name, "ranking_document")
     index = sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING gin (_document)").format(
-        sql.Identifier(f"{name[:52]}__document"), ranking)
+        sql.Identifier(index_name), ranking)
 
     # The table's comment is the digest of the documents it holds and of their order: a
-    # new table, or one filled before the dataset's text columns or search order changed,
-    # is filled again from the dataset table, and its triggers made again.
+    # new table, one filled before the dataset's text columns or search order changed, or
+    # one whose triggers went missing (writes may have passed it by) is filled again from
+    # the dataset table, and its triggers made again.
     digest = _document_digest(f"{document} ORDER BY {order}")
     row = conn.execute("SELECT obj_description(to_regclass(%s), 'pg_class')",
                        (name,)).fetchone()
-    current = row is not None and row[0] == digest
     present = {str(found[0]) for found in conn.execute(
         "SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass(%s) AND NOT tgisinternal",
         (dataset.table_name,))}
+    current = (row is not None and row[0] == digest
+               and all(trigger in present for trigger, _, _ in triggers))
+    if current:
+        conn.execute(index)
+        return
     for trigger, event, transition in triggers:
-        if current and trigger in present:
-            continue
         conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
             sql.Identifier(trigger), table))
         conn.execute(sql.SQL(
@@ -213,15 +230,11 @@ def _ensure_ranking_table(conn: Conn, dataset: Dataset) -> None:
             "EXECUTE FUNCTION stldata_sync_ranking({}, {})").format(
             sql.Identifier(trigger), sql.SQL(event), table, sql.SQL(transition),
             sql.Literal(name), sql.Literal(order)))
-    if current:
-        conn.execute(index)
-        return
     log.info("filling the ranking table of %s from its %s records", dataset.id,
              dataset.table_name)
     # The index is built after the rows are in: filled row by row, a GIN index keeps a
     # pending list that made every search of a million records 60% slower.
-    conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(
-        sql.Identifier(f"{name[:52]}__document")))
+    conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(index_name)))
     conn.execute(sql.SQL("TRUNCATE {}").format(ranking))
     conn.execute(sql.SQL("INSERT INTO {} (_key, _document) SELECT _key, {} FROM {} {}").format(
         ranking, sql.Identifier(DOCUMENT_COLUMN), table,
