@@ -3,8 +3,6 @@ write, and the ranked pages read from it equal to ranking the records themselves
 
 from __future__ import annotations
 
-import csv
-import io
 import shutil
 from collections.abc import Iterator
 from dataclasses import replace
@@ -21,7 +19,7 @@ from stldata.projection import apply
 from stldata.projection.search_index import ranking_table_name
 from stldata.projection.tables import ensure_table
 from stldata.runtime import Runtime
-from test_snapshots import MONTH, crime_folder
+from test_snapshots import MONTH, crime_folder, republish_month
 
 from conftest import CRIME_SAMPLES, ingest, pages, project, query
 
@@ -53,14 +51,7 @@ def test_the_ranking_table_follows_every_write(runtime: Runtime, tmp_path: Path,
                           "AND indexdef LIKE '%%gin%%'", (RANKING,))[0][0] == 1
 
     # An increment that changes one record's description and drops another record.
-    lines = (folder / MONTH).read_bytes().split(b"\r\n")
-    cells = next(csv.reader([lines[10].decode("cp1252")]))
-    cells[10] = "ZEPPELIN " + cells[10]
-    out = io.StringIO()
-    csv.writer(out, lineterminator="").writerow(cells)
-    lines[10] = out.getvalue().encode("cp1252")
-    del lines[20]
-    (folder / MONTH).write_bytes(b"\r\n".join(lines))
+    republish_month(folder, "ZEPPELIN ")
     ingest(runtime, "slmpd-crime", folder)
     project(runtime)
 

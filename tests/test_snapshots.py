@@ -22,6 +22,18 @@ def crime_folder(tmp_path: Path, *names: str) -> Path:
     return folder
 
 
+def republish_month(folder: Path, prefix: str) -> None:
+    """Republish January with one description (line 10) prefixed and one row withdrawn."""
+    lines = (folder / MONTH).read_bytes().split(b"\r\n")
+    cells = next(csv.reader([lines[10].decode("cp1252")]))
+    cells[10] = prefix + cells[10]
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(cells)
+    lines[10] = out.getvalue().encode("cp1252")
+    del lines[20]
+    (folder / MONTH).write_bytes(b"\r\n".join(lines))
+
+
 def test_identical_sources_make_no_new_snapshot(runtime: Runtime, tmp_path: Path) -> None:
     folder = crime_folder(tmp_path, MONTH, "may2017.csv")
     first = ingest(runtime, "slmpd-crime", folder)
@@ -44,15 +56,7 @@ def test_changed_file_makes_a_snapshot_with_history(runtime: Runtime, tmp_path: 
     may_before = query(runtime, "SELECT count(*), max(_snapshot_id) FROM ds_slmpd_crime "
                                 "WHERE _partition = 'may2017.csv'")[0]
 
-    # Republish January with one description corrected and one row withdrawn.
-    lines = (folder / MONTH).read_bytes().split(b"\r\n")
-    cells = next(csv.reader([lines[10].decode("cp1252")]))
-    cells[10] = "CORRECTED " + cells[10]
-    out = io.StringIO()
-    csv.writer(out, lineterminator="").writerow(cells)
-    lines[10] = out.getvalue().encode("cp1252")
-    del lines[20]
-    (folder / MONTH).write_bytes(b"\r\n".join(lines))
+    republish_month(folder, "CORRECTED ")
 
     summary = ingest(runtime, "slmpd-crime", folder)
     project(runtime)
