@@ -60,18 +60,28 @@ class Validators:
     #: read here once, so the view need not ask again.
     dataset_id: str | None = None
     latest_snapshot: int | None = None
+    #: The planner's row count of the dataset's table (``pg_class.reltuples``; -1 never
+    #: analyzed), read in the same statement: a page's total needs it, and asking again
+    #: would be one more round trip per request. None when not read.
+    table_rows: float | None = None
 
 
-def _state(conn: sa.Connection, dataset_id: str | None
-           ) -> tuple[str, datetime | None, int | None]:
+def _state(conn: sa.Connection, dataset: Dataset | None
+           ) -> tuple[str, datetime | None, int | None, float | None]:
     """What the read model's answers depend on: committed snapshots (and pinned types);
-    with the time of the last commit and the latest snapshot id."""
-    scope = "" if dataset_id is None else "AND dataset_id = :ds"
+    with the time of the last commit, the latest snapshot id and, for a dataset, the
+    planner's row count of its table (None for the list, or a table not created yet)."""
+    scope = "" if dataset is None else "AND dataset_id = :ds"
+    rows = "NULL" if dataset is None else (
+        "(SELECT reltuples FROM pg_class WHERE oid = to_regclass(:table))")
     row = conn.execute(sa.text(
         "SELECT count(*), max(id), max(committed_at), "
-        f"(SELECT count(*) FROM column_types WHERE true {scope}) "  # noqa: S608 - fixed text
-        f"FROM snapshots WHERE status = 'committed' {scope}"), {"ds": dataset_id}).one()
-    return f"{row[0]}:{row[1]}:{row[3]}", row[2], None if row[1] is None else int(row[1])
+        f"(SELECT count(*) FROM column_types WHERE true {scope}), "  # noqa: S608 - fixed text
+        f"{rows} FROM snapshots WHERE status = 'committed' {scope}"),
+        {"ds": None if dataset is None else dataset.id,
+         "table": None if dataset is None else dataset.table_name}).one()
+    return (f"{row[0]}:{row[1]}:{row[3]}", row[2], None if row[1] is None else int(row[1]),
+            None if row[4] is None else float(row[4]))
 
 
 def _pinned_state(conn: sa.Connection, dataset_id: str, rest: str
@@ -138,19 +148,21 @@ def validators_for(model: ReadModel) -> Validators | None:
         dataset_id, rest = match["id"], match["rest"] or ""
         scope = "dataset:" + _entry_text(catalog[dataset_id])
 
-    latest = None
+    latest = table_rows = None
     with model.connect() as conn:
         pinned = _pinned_state(conn, dataset_id, rest) if dataset_id else None
         if pinned is not None:
             (state, last_modified), policy = pinned, PINNED
         else:
-            state, last_modified, latest = _state(conn, dataset_id)
+            state, last_modified, latest, table_rows = _state(
+                conn, None if dataset_id is None else catalog[dataset_id])
             policy = REVALIDATE if rest.rstrip("/") == "/changes" else CURRENT
     digest = hashlib.blake2b(digest_size=16)
     for part in (scope, state, request.path, request.query_string.decode("latin-1"),
                  request.headers.get("Accept", "")):
         digest.update(part.encode() + b"\x00")
-    return Validators(digest.hexdigest(), last_modified, policy, dataset_id, latest)
+    return Validators(digest.hexdigest(), last_modified, policy, dataset_id, latest,
+                      table_rows)
 
 
 def model_view() -> Callable[..., Any] | None:
@@ -208,3 +220,11 @@ def latest_snapshot_read(dataset_id: str) -> int | None:
         return None
     return v.latest_snapshot
 
+
+def table_rows_read(dataset_id: str) -> float | None:
+    """The planner's row count of the dataset's table as this request's validators read
+    it, or None when they did not (pinned, uncached, or no table yet)."""
+    v: Validators | None = g.get("stldata_validators")
+    if v is None or v.dataset_id != dataset_id:
+        return None
+    return v.table_rows

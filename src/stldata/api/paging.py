@@ -10,13 +10,14 @@ asked in two parts: the records with a value, in index order, then those without
 ``total`` is exact up to :data:`EXACT_COUNT_LIMIT` matches and the planner's estimate
 beyond (flagged), so no page pays for a full COUNT. When the planner expects a small
 result, the matches are gathered once (at most ``EXACT_COUNT_LIMIT + 1`` of them) and both
-the count and the page come from them; when it expects a large one, the count is skipped
-and the page alone is read.
+the count and the page come from them; when it expects somewhat more than the limit, the
+page is read in index order with a count that stops after the limit in the same
+statement; when it expects far more, the count is skipped and the page alone is read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -73,38 +74,53 @@ def page_selects(table: sa.FromClause, query: RecordQuery,
     order: then the records with a value come first, read as the index is read backwards,
     and the records without one after them.
     """
+    return list(_page_statements(table, query, columns))
+
+
+def _page_statements(table: sa.FromClause, query: RecordQuery,
+                     columns: Sequence[sa.ColumnElement[Any]]) -> Iterator[sa.Select[Any]]:
+    """:func:`page_selects`, each built only when the page needs it: the records without
+    a value are seldom read, and building a statement costs more than running this one."""
     keys = order_keys(query, lambda name: query.column(table, name))
     first, descending = keys[0]
     if len(keys) == 1 or not descending or query.order[0][0] in query.computed:
-        return [build_select(table, query, columns)]
+        yield build_select(table, query, columns)
+        return
 
     cursor = query.cursor
-    statements = []
     if cursor is None or cursor[0] is not None:
         valued = filtered_select(table, query, columns).where(first.is_not(None))
         if cursor is not None:
             valued = valued.where(_after_cursor(keys, cursor, valued_first=True))
         # Plain DESC (nulls first by default) is the backward index order; no nulls here.
         ordering = [first.desc(), *_ordering(keys[1:])]
-        statements.append(valued.order_by(*ordering).limit(query.limit + 1))
+        yield valued.order_by(*ordering).limit(query.limit + 1)
     rest = keys[1:]
     unvalued = filtered_select(table, query, columns).where(first.is_(None))
     if cursor is not None and cursor[0] is None:
         unvalued = unvalued.where(_after_cursor(rest, cursor[1:]))
-    statements.append(unvalued.order_by(*_ordering(rest)).limit(query.limit + 1))
-    return statements
+    yield unvalued.order_by(*_ordering(rest)).limit(query.limit + 1)
 
 
 def read_page(conn: sa.Connection, table: sa.FromClause, query: RecordQuery,
               columns: Sequence[sa.ColumnElement[Any]],
-              *, exact_limit: int = EXACT_COUNT_LIMIT
+              *, exact_limit: int = EXACT_COUNT_LIMIT, table_rows: float | None = None
               ) -> tuple[list[str], list[Any], int, bool]:
-    """(column names, up to ``limit + 1`` rows, total, total is an estimate)."""
-    estimate = planner_estimate(conn, table, query)
-    if estimate <= TRUSTED_ESTIMATE_FACTOR * exact_limit:
+    """(column names, up to ``limit + 1`` rows, total, total is an estimate).
+
+    ``table_rows``: the table's ``pg_class.reltuples`` when already read (with the
+    request's validators), so the estimate of an unfiltered page costs no round trip.
+    """
+    estimate = planner_estimate(conn, table, query, table_rows=table_rows)
+    if estimate <= exact_limit:
         found = _page_from_matches(conn, table, query, columns, exact_limit)
         if found is not None:
             return found
+    # Expected to be over the exact limit, though not far over: the matches are counted
+    # (at most ``exact_limit + 1`` of them) within the page's own statement, read in
+    # index order, rather than gathered and sorted only to find there are too many.
+    counting = exact_limit < estimate <= TRUSTED_ESTIMATE_FACTOR * exact_limit
+    total = _bounded_count(table, query, exact_limit).label(_TOTAL) if counting else None
 
     # Imported here: the ranking module builds its statements with this one's.
     from stldata.api.ranking import ranked_page_select
@@ -112,15 +128,33 @@ def read_page(conn: sa.Connection, table: sa.FromClause, query: RecordQuery,
     ranked = ranked_page_select(conn, table, query, columns)
     names: list[str] = []
     rows: list[Any] = []
-    for statement in [ranked] if ranked is not None else page_selects(table, query, columns):
-        result = conn.execute(statement)
-        names = list(result.keys())
+    statements = [ranked] if ranked is not None else _page_statements(table, query, columns)
+    for statement in statements:
+        # Rows keep the trailing _total column; records are read by the names' positions.
+        result = conn.execute(statement if total is None else statement.add_columns(total))
+        names = [n for n in result.keys() if n != _TOTAL]
         rows += result.fetchmany(query.limit + 1 - len(rows))
         if len(rows) > query.limit:
             break
+    if counting:
+        counted = int(rows[0]._mapping[_TOTAL]) if rows else int(
+            conn.execute(sa.select(_bounded_count(table, query, exact_limit))).scalar_one())
+        if counted <= exact_limit:
+            return names, rows, counted, False
     if query.cursor is None and len(rows) <= query.limit:
         return names, rows, len(rows), False  # the whole result fits on the first page
     return names, rows, max(estimate, exact_limit + 1), True
+
+
+#: The label of the count of matches read along with a page.
+_TOTAL = "_total"
+
+
+def _bounded_count(table: sa.FromClause, query: RecordQuery, exact_limit: int
+                   ) -> sa.ScalarSelect[int]:
+    """The number of matches, counting stops after ``exact_limit + 1``."""
+    bounded = filtered_select(table, query, [sa.literal(1)]).limit(exact_limit + 1)
+    return sa.select(sa.func.count()).select_from(bounded.subquery()).scalar_subquery()
 
 
 def _page_from_matches(conn: sa.Connection, table: sa.FromClause, query: RecordQuery,
@@ -165,10 +199,12 @@ def count_matches(conn: sa.Connection, table: sa.FromClause, query: RecordQuery,
     return max(estimate, exact_limit + 1), True
 
 
-def planner_estimate(conn: sa.Connection, table: sa.FromClause, query: RecordQuery) -> int:
-    """How many records PostgreSQL expects the filters to match (no rows are read)."""
+def planner_estimate(conn: sa.Connection, table: sa.FromClause, query: RecordQuery,
+                     *, table_rows: float | None = None) -> int:
+    """How many records PostgreSQL expects the filters to match (no rows are read);
+    ``table_rows`` is the table's ``reltuples`` when the caller has already read it."""
     if not query.filters and isinstance(table, sa.Table):
-        estimate = conn.execute(sa.text(
+        estimate = table_rows if table_rows is not None else conn.execute(sa.text(
             "SELECT reltuples FROM pg_class WHERE oid = to_regclass(:t)"),
             {"t": table.name}).scalar()
         # -1 (never analyzed) or 0 (analyzed while empty): ask the planner instead.
