@@ -151,6 +151,10 @@ def test_ranked_pages_with_other_filters_rank_the_records(client: Any, loaded: R
 
     assert [i["_key"] for i in walked] == [r[0] for r in expected] and expected
     assert not any(RANKING in s for s in statements)
+    # The search is parsed once a request, not again for each row the records' statements
+    # rank or recheck (as a prepared statement's generic plan would).
+    reading = [s for s in statements if f"FROM {TABLE}" in s]
+    assert reading and not any("websearch_to_tsquery" in s for s in reading)
 
 
 def out_of_order(runtime: Runtime, column: str, where: str = "TRUE") -> tuple[int, int]:

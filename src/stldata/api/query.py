@@ -207,6 +207,8 @@ class RecordQuery:
     #: The ``q`` text, whose match is among the filters (a ranked page may read it from
     #: the ranking table instead: :mod:`stldata.api.ranking`).
     search: str | None = None
+    #: ``search`` parsed by PostgreSQL, when the query was parsed with a connection.
+    tsquery: str | None = None
 
     def column(self, table: sa.FromClause, name: str) -> sa.ColumnElement[Any]:
         if name in self.computed:
@@ -418,10 +420,7 @@ def search_document(dataset: Dataset, source: sa.FromClause | None = None
     return sa.literal_column(document, postgresql.TSVECTOR)
 
 
-def search_filter(dataset: Dataset, text: str, source: sa.FromClause | None = None
-                  ) -> tuple[sa.ColumnElement[bool], sa.ColumnElement[float]]:
-    """``q``: (match predicate, rank) in web-search syntax: words, "a phrase", or, -not.
-    ``source`` is what the query reads (see :func:`search_document`)."""
+def _check_search(text: str) -> None:
     if not text.strip():
         raise BadParameter("q", "is empty")
     if "\x00" in text:
@@ -434,9 +433,33 @@ def search_filter(dataset: Dataset, text: str, source: sa.FromClause | None = No
     if len(text.split()) > MAX_SEARCH_TERMS:
         raise BadParameter("q", f"has {len(text.split())} terms; the limit is "
                                 f"{MAX_SEARCH_TERMS}")
+
+
+def parsed_search(conn: sa.Connection, text: str) -> str:
+    """The ``tsquery`` of a web search, in PostgreSQL's text form (which reads back as the
+    same query); a search PostgreSQL should not be given is a 400 first."""
+    _check_search(text)
+    return str(conn.execute(
+        sa.text("SELECT websearch_to_tsquery(CAST(:config AS regconfig), :q)::text"),
+        {"config": TEXT_SEARCH_CONFIG, "q": text}).scalar_one())
+
+
+def search_filter(dataset: Dataset, text: str, source: sa.FromClause | None = None,
+                  *, tsquery: str | None = None
+                  ) -> tuple[sa.ColumnElement[bool], sa.ColumnElement[float]]:
+    """``q``: (match predicate, rank) in web-search syntax: words, "a phrase", or, -not.
+    ``source`` is what the query reads (see :func:`search_document`).
+
+    With ``tsquery`` (the text already parsed, :func:`parsed_search`), the statement takes
+    it as a parameter: given the text instead, a prepared statement's generic plan parses
+    it again for every row it ranks or rechecks (a ranked page of 10,840 matches took
+    94 ms instead of 60)."""
+    _check_search(text)
     document = search_document(dataset, source)
-    query = sa.func.websearch_to_tsquery(
+    query: sa.ColumnElement[Any] = sa.func.websearch_to_tsquery(
         sa.literal_column(f"'{TEXT_SEARCH_CONFIG}'::regconfig"), text)
+    if tsquery is not None:
+        query = sa.cast(sa.literal(tsquery, postgresql.TSQUERY), postgresql.TSQUERY)
     # ts_rank is a real; as double precision it survives the JSON cursor exactly, so the
     # keyset comparison finds ties again.
     rank = sa.cast(sa.func.ts_rank(document, query), postgresql.DOUBLE_PRECISION)
@@ -445,9 +468,10 @@ def search_filter(dataset: Dataset, text: str, source: sa.FromClause | None = No
 
 def parse_query(dataset: Dataset, table: sa.FromClause, args: Mapping[str, list[str]],
                 *, neighborhoods: Callable[[str], list[geo.Polygon]] | None = None,
-                formats: Sequence[str] = FORMATS) -> RecordQuery:
+                formats: Sequence[str] = FORMATS, conn: sa.Connection | None = None
+                ) -> RecordQuery:
     """Every parameter of a records request; ``neighborhoods`` looks up the polygons of a
-    ``within=neighborhood:`` name."""
+    ``within=neighborhood:`` name; ``conn`` parses ``q`` (see :func:`search_filter`)."""
     types = dataset.column_types()
     query = RecordQuery()
 
@@ -463,7 +487,9 @@ def parse_query(dataset: Dataset, table: sa.FromClause, args: Mapping[str, list[
 
     if "q" in args:
         query.search = _single(args, "q")
-        match, rank = search_filter(dataset, query.search, table)
+        if conn is not None:
+            query.tsquery = parsed_search(conn, query.search)
+        match, rank = search_filter(dataset, query.search, table, tsquery=query.tsquery)
         query.filters.append(match)
         query.computed[RANK] = rank
     _parse_geography(dataset, table, args, query, neighborhoods)

@@ -8,8 +8,8 @@ and joins only those back to their records. The page, its order and its cursors 
 same as on the dataset table.
 
 The search is turned into a ``tsquery`` once, in its own statement, and the page's
-statement takes it as a ``tsquery`` parameter. Given the text instead, a prepared
-statement's generic plan parses it again for every matching row.
+statement takes it as a ``tsquery`` parameter (see
+:func:`stldata.api.query.search_filter`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from stldata.api.paging import build_select, order_keys
-from stldata.api.query import RANK, RecordQuery
-from stldata.projection.search_index import TEXT_SEARCH_CONFIG, ranking_table_name
+from stldata.api.query import RANK, RecordQuery, parsed_search
+from stldata.projection.search_index import ranking_table_name
 
 
 def ranked_page_select(conn: sa.Connection, table: sa.FromClause, query: RecordQuery,
@@ -35,16 +35,15 @@ def ranked_page_select(conn: sa.Connection, table: sa.FromClause, query: RecordQ
             or [name for name, _ in query.order] != [RANK]):
         return None
     ranking_name = ranking_table_name(table.name)
-    parsed = conn.execute(
-        sa.text("SELECT websearch_to_tsquery(CAST(:config AS regconfig), :q)::text, "
-                "to_regclass(:ranking) IS NOT NULL"),
-        {"config": TEXT_SEARCH_CONFIG, "q": query.search, "ranking": ranking_name}).one()
-    if not parsed[1]:
+    exists = conn.execute(sa.text("SELECT to_regclass(:ranking) IS NOT NULL"),
+                          {"ranking": ranking_name}).scalar()
+    if not exists:
         return None
 
     ranking = sa.table(ranking_name, sa.column("_key", sa.Text),
                        sa.column("_document", postgresql.TSVECTOR))
-    search = sa.cast(sa.bindparam("ranked_search", parsed[0], type_=postgresql.TSQUERY),
+    tsquery = query.tsquery if query.tsquery is not None else parsed_search(conn, query.search)
+    search = sa.cast(sa.bindparam("ranked_search", tsquery, type_=postgresql.TSQUERY),
                      postgresql.TSQUERY)
     rank = sa.cast(sa.func.ts_rank(ranking.c._document, search), postgresql.DOUBLE_PRECISION)
     # The same order and cursor as the page on the dataset table, over the narrow rows.

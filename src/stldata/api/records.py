@@ -115,7 +115,7 @@ def _register_records(app: APIFlask, model: ReadModel) -> None:
         with model.connect() as conn:
             table = records_from(conn, dataset, model.metadata, args)
             query = parse_query(dataset, table, args, neighborhoods=neighborhood_lookup(
-                conn, model.dataset, model.metadata))
+                conn, model.dataset, model.metadata), conn=conn)
             columns = output_columns(dataset, table, query)
             keys, rows, total, estimated = read_page(
                 conn, table, query, columns,

@@ -23,6 +23,7 @@ from stldata.api.query import (
     RANK,
     RecordQuery,
     dataset_table,
+    parsed_search,
     search_filter,
 )
 from stldata.api.ranking import ranked_page_select
@@ -99,12 +100,13 @@ def register(app: APIFlask, model: ReadModel) -> None:
 def _search_dataset(conn: sa.Connection, model: ReadModel, dataset: Any, text: str,
                     limit: int) -> dict[str, Any] | None:
     table = dataset_table(dataset, model.metadata)
-    match, rank = search_filter(dataset, text, table)
+    tsquery = parsed_search(conn, text)
+    match, rank = search_filter(dataset, text, table, tsquery=tsquery)
     names = list(dataset.column_types())
     columns = [table.c._key, *(table.c[n] for n in names), rank.label(RANK)]
     # Best first, ties by key; read through the dataset's ranking table when it has one.
     best = RecordQuery(filters=[match], order=[(RANK, True)], key_descending=False,
-                       limit=limit, computed={RANK: rank}, search=text)
+                       limit=limit, computed={RANK: rank}, search=text, tsquery=tsquery)
     statement = ranked_page_select(conn, table, best, columns)
     if statement is None:
         statement = (sa.select(*columns).where(match)
