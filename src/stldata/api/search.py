@@ -81,6 +81,7 @@ def register(app: APIFlask, model: ReadModel) -> None:
         if not text.strip():
             raise BadParameter("q", "is empty")
         results = []
+        tsquery: str | None = None  # parsed once, for the first dataset that has a table
         with model.connect() as conn:
             for entry in model.runtime.catalog:
                 dataset = model.dataset(entry.id)
@@ -90,7 +91,9 @@ def register(app: APIFlask, model: ReadModel) -> None:
                                       {"t": dataset.table_name}).scalar()
                 if not exists:
                     continue
-                hits = _search_dataset(conn, model, dataset, text, limit)
+                if tsquery is None:
+                    tsquery = parsed_search(conn, text)
+                hits = _search_dataset(conn, model, dataset, text, tsquery, limit)
                 if hits is not None:
                     results.append(hits)
         results.sort(key=lambda r: -float(r["best_rank"]))
@@ -98,9 +101,8 @@ def register(app: APIFlask, model: ReadModel) -> None:
 
 
 def _search_dataset(conn: sa.Connection, model: ReadModel, dataset: Any, text: str,
-                    limit: int) -> dict[str, Any] | None:
+                    tsquery: str, limit: int) -> dict[str, Any] | None:
     table = dataset_table(dataset, model.metadata)
-    tsquery = parsed_search(conn, text)
     match, rank = search_filter(dataset, text, table, tsquery=tsquery)
     names = list(dataset.column_types())
     columns = [table.c._key, *(table.c[n] for n in names), rank.label(RANK)]
