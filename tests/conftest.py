@@ -246,6 +246,15 @@ class Spawned:
             self.proc.kill()
             self.proc.wait()
 
+    def shut_down(self, timeout: float = 30) -> None:
+        """Ask it to stop as Ctrl-C would (SIGTERM), and kill it if it has not within
+        ``timeout`` seconds."""
+        self.proc.terminate()
+        try:
+            self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+
 
 T = TypeVar("T")
 

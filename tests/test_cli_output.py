@@ -67,11 +67,7 @@ def _run_up(runtime: Runtime, tmp_path: Path, log: Path, level: str) -> str:
     try:
         wait_for("the read API", lambda: "Ctrl-C stops" in up.text(), 180, up)
     finally:
-        up.proc.terminate()
-        try:
-            up.wait(30)
-        except Exception:
-            up.stop()
+        up.shut_down()
     return up.text()
 
 

@@ -442,11 +442,7 @@ def test_up_serves_both_apis(runtime: Runtime, tmp_path: Path) -> None:
         assert status == 413 and b"STLDATA_COMMAND_MAX_UPLOAD_BYTES" in body
         assert status == 413 and "problem+json" in headers["Content-Type"]
     finally:
-        up.proc.terminate()
-        try:
-            up.wait(30)
-        except Exception:
-            up.stop()
+        up.shut_down()
 
 
 def test_runs_of_a_stopped_service_are_failed_on_restart(runtime: Runtime) -> None:

@@ -167,8 +167,4 @@ def test_served_read_api_is_limited_from_the_environment(loaded: Runtime,
         assert headers["Content-Type"] == "application/problem+json"
         assert _get(base + "/health")[0] == 200
     finally:
-        served.proc.terminate()
-        try:
-            served.wait(30)
-        except Exception:
-            served.stop()
+        served.shut_down()

@@ -15,6 +15,7 @@ import pytest
 from stldata.api.app import create_app
 from stldata.runtime import Runtime
 from stldata.settings import Settings
+from test_quality import SMALL  # the ward-counts catalog entry
 
 from conftest import ROOT, ingest, project, query
 
@@ -80,23 +81,6 @@ def test_as_of_before_the_first_snapshot_is_shown_as_written(client: Any,
     assert ("had no committed snapshot at or before 0001-01-01; that is before its first "
             f"snapshot (committed {first.astimezone(UTC).isoformat(timespec='seconds')})"
             in detail), detail
-
-
-SMALL = """
-id = "ward-counts"
-title = "Counts per ward"
-key = ["ward"]
-mode = "full"
-[source]
-url = ""
-[[columns]]
-name = "ward"
-type = "integer"
-required = true
-[[columns]]
-name = "count"
-type = "integer"
-"""
 
 
 @pytest.fixture
