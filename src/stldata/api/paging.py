@@ -191,9 +191,8 @@ def count_matches(conn: sa.Connection, table: sa.FromClause, query: RecordQuery,
     estimate = planner_estimate(conn, table, query)
     if estimate > TRUSTED_ESTIMATE_FACTOR * exact_limit:
         return estimate, True
-    bounded = filtered_select(table, query, [sa.literal(1)]).limit(exact_limit + 1)
-    exact = conn.execute(sa.select(sa.func.count()).select_from(bounded.subquery()))
-    counted = int(exact.scalar_one())
+    counted = int(conn.execute(sa.select(_bounded_count(table, query, exact_limit)))
+                  .scalar_one())
     if counted <= exact_limit:
         return counted, False
     return max(estimate, exact_limit + 1), True
