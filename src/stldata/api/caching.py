@@ -212,19 +212,21 @@ def register_caching(app: APIFlask, model: ReadModel) -> None:
         return response
 
 
+def _read_for(dataset_id: str) -> Validators | None:
+    """This request's validators when they read the dataset's current state."""
+    v: Validators | None = g.get("stldata_validators")
+    return v if v is not None and v.dataset_id == dataset_id else None
+
+
 def latest_snapshot_read(dataset_id: str) -> int | None:
     """The latest committed snapshot of the dataset as this request's validators read it,
     or None when they did not (pinned, uncached, or no snapshot yet)."""
-    v: Validators | None = g.get("stldata_validators")
-    if v is None or v.dataset_id != dataset_id:
-        return None
-    return v.latest_snapshot
+    v = _read_for(dataset_id)
+    return None if v is None else v.latest_snapshot
 
 
 def table_rows_read(dataset_id: str) -> float | None:
     """The planner's row count of the dataset's table as this request's validators read
     it, or None when they did not (pinned, uncached, or no table yet)."""
-    v: Validators | None = g.get("stldata_validators")
-    if v is None or v.dataset_id != dataset_id:
-        return None
-    return v.table_rows
+    v = _read_for(dataset_id)
+    return None if v is None else v.table_rows
