@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     poll_interval: float = Field(
         0.5, gt=0, description="Seconds the projector waits when the log has nothing new."
     )
+    validator_cache_seconds: float = Field(
+        10.0, ge=0, description="Longest time an API process reuses the snapshot state behind "
+        "its ETag and Last-Modified headers; a commit's notification drops it at once. 0 "
+        "reads it on every request (for a pooler that does not pass LISTEN through).",
+    )
     fetch_timeout: float = Field(30.0, gt=0, description="Seconds before an HTTP fetch fails.")
     max_source_bytes: int = Field(
         2_000_000_000, gt=0, description="Largest source file the ingester will fetch or read."

@@ -37,6 +37,7 @@ from stldata.catalog import Dataset
 from stldata.log.factory import backend_name
 from stldata.runtime import Runtime
 from stldata.store.column_types import with_types
+from stldata.store.snapshot_signal import SnapshotStateCache
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,9 @@ class ReadModel:
         # ROLLBACK would be two more round trips per request. (Exports' server-side
         # cursors and SoQL's statement timeout use self.engine, in a transaction.)
         self._reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        # The snapshot state behind each response's validators (stldata.api.caching).
+        self.snapshot_states: SnapshotStateCache[Any] = SnapshotStateCache(
+            runtime.database.url, seconds=runtime.settings.validator_cache_seconds)
         self.metadata = sa.MetaData()
         self._lag_lock = threading.Lock()
         self._consumers: Any = None

@@ -4,9 +4,11 @@ The read model changes only when a snapshot is committed, so a response's valida
 derived from the committed snapshots it depends on (one dataset's under
 ``/api/v1/datasets/<id>``, every dataset's for the list), the path and query string, and
 the ``Accept`` header, never from the body: streamed exports are not buffered to hash them.
-They are computed before the view runs, so a conditional request that matches costs one
-small query and no rendering, and a snapshot committed while a response is being rendered
-can only make that response look older than it is (refetched once), never newer.
+They are computed before the view runs, so a conditional request that matches costs no
+rendering, and a snapshot committed while a response is being rendered can only make that
+response look older than it is (refetched once), never newer. The snapshot state they
+come from is kept by each process until PostgreSQL notifies a change
+(:mod:`stldata.store.snapshot_signal`), so most requests do not read it at all.
 
 Responses pinned to a committed snapshot (``as_of=<snapshot id>`` on records, exports and
 aggregates, ``/snapshots/<sid>`` and its diff) never change: their validators ignore later
@@ -66,8 +68,11 @@ class Validators:
     table_rows: float | None = None
 
 
-def _state(conn: sa.Connection, dataset: Dataset | None
-           ) -> tuple[str, datetime | None, int | None, float | None]:
+#: What a response's validators derive from the snapshot state: see :func:`_state`.
+_State = tuple[str, datetime | None, int | None, float | None]
+
+
+def _state(conn: sa.Connection, dataset: Dataset | None) -> _State:
     """What the read model's answers depend on: committed snapshots (and pinned types);
     with the time of the last commit, the latest snapshot id and, for a dataset, the
     planner's row count of its table (None for the list, or a table not created yet)."""
@@ -84,14 +89,9 @@ def _state(conn: sa.Connection, dataset: Dataset | None
             None if row[4] is None else float(row[4]))
 
 
-def _pinned_state(conn: sa.Connection, dataset_id: str, rest: str
-                  ) -> tuple[str, datetime | None] | None:
-    """For a response pinned to committed snapshots of the dataset, their state; else None.
-
-    Pinned: ``as_of=<snapshot id>``, ``/snapshots/<sid>`` and its diff (``against`` too).
-    Their commit times go into the tag, so a database rebuilt with other snapshots under
-    the same ids does not answer 304 to a client of the old one.
-    """
+def _pinned_ids(rest: str) -> list[int]:
+    """The snapshots a response of the dataset is pinned to, if any: ``as_of=<snapshot
+    id>``, ``/snapshots/<sid>`` and its diff (``against`` too)."""
     path = _PINNED_PATH.match(rest)
     ids = [int(path["sid"])] if path else []
     # Only views that read ``as_of`` are pinned by it; another would ignore it and answer
@@ -101,8 +101,16 @@ def _pinned_state(conn: sa.Connection, dataset_id: str, rest: str
         value = request.args.get(param, "")
         if _DIGITS.match(value) and len(value.strip()) <= 18:
             ids.append(int(value))
-    if not ids:
-        return None
+    return ids
+
+
+def _pinned_state(conn: sa.Connection, dataset_id: str, ids: list[int]
+                  ) -> tuple[str, datetime | None] | None:
+    """For a response pinned to committed snapshots of the dataset, their state; else None.
+
+    Their commit times go into the tag, so a database rebuilt with other snapshots under
+    the same ids does not answer 304 to a client of the old one.
+    """
     row = conn.execute(sa.text(
         "SELECT count(*), max(committed_at), string_agg(committed_at::text, ',' ORDER BY id) "
         "FROM snapshots WHERE id = ANY(:ids) AND dataset_id = :ds AND status = 'committed'"),
@@ -149,14 +157,25 @@ def validators_for(model: ReadModel) -> Validators | None:
         scope = "dataset:" + _entry_text(catalog[dataset_id])
 
     latest = table_rows = None
-    with model.connect() as conn:
-        pinned = _pinned_state(conn, dataset_id, rest) if dataset_id else None
-        if pinned is not None:
-            (state, last_modified), policy = pinned, PINNED
+    pinned = None
+    if dataset_id is not None and (pinned_ids := _pinned_ids(rest)):
+        with model.connect() as conn:
+            pinned = _pinned_state(conn, dataset_id, pinned_ids)
+    if pinned is not None:
+        (state, last_modified), policy = pinned, PINNED
+    else:
+        dataset = None if dataset_id is None else catalog[dataset_id]
+
+        def read_state() -> _State:
+            with model.connect() as conn:
+                return _state(conn, dataset)
+
+        if rest.rstrip("/") == "/changes":
+            # A feed is polled to learn of a commit as soon as it happens: read each time.
+            policy, current = REVALIDATE, read_state()
         else:
-            state, last_modified, latest, table_rows = _state(
-                conn, None if dataset_id is None else catalog[dataset_id])
-            policy = REVALIDATE if rest.rstrip("/") == "/changes" else CURRENT
+            policy, current = CURRENT, model.snapshot_states.read(dataset_id, read_state)
+        state, last_modified, latest, table_rows = current
     digest = hashlib.blake2b(digest_size=16)
     for part in (scope, state, request.path, request.query_string.decode("latin-1"),
                  request.headers.get("Accept", "")):

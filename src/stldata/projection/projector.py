@@ -37,6 +37,7 @@ from stldata.projection.stage import group_by_dataset, log_position, stage_recor
 from stldata.projection.tables import ensure_table, stage_table_name
 from stldata.store.column_types import resolve
 from stldata.store.database import Conn, Database, is_connection_error
+from stldata.store.snapshot_signal import announce_local_change
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +175,10 @@ class Projector:
         if messages:
             self._stage(messages)
         applied = self._control()
+        if applied or messages:
+            # Readers in this process see this step's commits at once; other processes
+            # hear of them from PostgreSQL (stldata.store.snapshot_signal).
+            announce_local_change()
         return bool(messages) or applied
 
     def _stage(self, messages: Sequence[Message]) -> None:
