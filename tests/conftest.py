@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -217,13 +218,22 @@ def stldata_env(runtime: Runtime, home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-class Spawned:
-    """An ``stldata`` command running in the background, its output in a log file."""
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (for a server a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+
+class Spawned:
+    """An ``stldata`` command (or another ``python -m`` module: a WSGI server, say)
+    running in the background, its output in a log file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path,
+                 module: str = "stldata.cli") -> None:
         self.args, self.log = args, log
         with log.open("wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "stldata.cli", *args],
+            self.proc = subprocess.Popen([sys.executable, "-m", module, *args],
                                          env=env, stdout=out, stderr=subprocess.STDOUT)
 
     def text(self) -> str:

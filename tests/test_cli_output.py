@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from stldata.cli import main
 from stldata.runtime import Runtime
 from stldata.settings import PROJECT_ROOT, get_settings
 
-from conftest import Spawned, ingest, project, query, stldata_env, wait_for
+from conftest import Spawned, free_port, ingest, project, query, stldata_env, wait_for
 
 
 def test_status_columns_line_up_for_long_ids(runtime: Runtime,
@@ -47,11 +46,6 @@ def test_status_columns_line_up_for_long_ids(runtime: Runtime,
                for line in lines if not line.startswith("csb-311 "))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def _run_up(runtime: Runtime, tmp_path: Path, log: Path, level: str) -> str:
     """`stldata up` on a catalog of two datasets, until it serves; its whole output."""
@@ -62,7 +56,7 @@ def _run_up(runtime: Runtime, tmp_path: Path, log: Path, level: str) -> str:
             shutil.copy(PROJECT_ROOT / "catalog" / name, catalog / name)
     env = {**stldata_env(runtime, tmp_path / "home", STLDATA_CATALOG_DIR=str(catalog)),
            "STLDATA_LOG_LEVEL": level}
-    up = Spawned(["up", "--port", str(_free_port()), "--command-port", str(_free_port())],
+    up = Spawned(["up", "--port", str(free_port()), "--command-port", str(free_port())],
                  env, log)
     try:
         wait_for("the read API", lambda: "Ctrl-C stops" in up.text(), 180, up)

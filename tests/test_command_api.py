@@ -30,7 +30,16 @@ from stldata.command.keys import KeyStore
 from stldata.runtime import Runtime
 from stldata.settings import get_settings
 
-from conftest import CSB_SAMPLES, Spawned, project, query, serve_folder, stldata_env, wait_for
+from conftest import (
+    CSB_SAMPLES,
+    Spawned,
+    free_port,
+    project,
+    query,
+    serve_folder,
+    stldata_env,
+    wait_for,
+)
 
 CSB_2009 = CSB_SAMPLES / "csb_2009.csv"
 
@@ -394,18 +403,13 @@ def _http(method: str, url: str, token: str | None = None, data: bytes | None = 
         return error.code, dict(error.headers), error.read()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def test_up_serves_both_apis(runtime: Runtime, tmp_path: Path) -> None:
     """``stldata up`` runs the command API beside the read API; an ingest over HTTP is
     projected by its projector and served by its read API."""
     keys = KeyStore(runtime.database.engine(pool_size=1))
     _, token = keys.create("up test", ["ingest"])
-    read_port, command_port = _free_port(), _free_port()
+    read_port, command_port = free_port(), free_port()
     env = stldata_env(runtime, tmp_path / "home", STLDATA_COMMAND_MAX_UPLOAD_BYTES="400000")
     up = Spawned(["up", "--no-ingest", "--port", str(read_port), "--command-port",
                   str(command_port)], env, tmp_path / "up.log")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -31,6 +30,7 @@ from conftest import (
     CRIME_SAMPLES,
     SHARED_STLDATA_HOME,
     Spawned,
+    free_port,
     open_kafka_runtime,
     read_raw_csv,
     stldata_env,
@@ -53,11 +53,6 @@ class Broker:
         assert done.returncode == 0, f"kafka.sh {command}: {done.stderr[-3000:]}"
         return done.stdout.strip()
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ Retry-After, /health exempt, API keys counted apart from addresses, limits from 
 
 from __future__ import annotations
 
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -20,7 +19,7 @@ from stldata.command.keys import KeyStore
 from stldata.runtime import Runtime
 from stldata.settings import get_settings
 
-from conftest import Spawned, stldata_env, wait_for
+from conftest import Spawned, free_port, stldata_env, wait_for
 
 DATASETS = "/api/v1/datasets"
 
@@ -138,11 +137,6 @@ def test_bad_limit_setting_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "lots per minute" in result.output
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def _get(url: str) -> tuple[int, dict[str, str]]:
     try:
@@ -154,7 +148,7 @@ def _get(url: str) -> tuple[int, dict[str, str]]:
 
 def test_served_read_api_is_limited_from_the_environment(loaded: Runtime,
                                                          tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = stldata_env(loaded, tmp_path / "home", STLDATA_RATE_LIMIT="3/minute")
     served = Spawned(["serve", "--port", str(port)], env, tmp_path / "serve.log")
     try:
