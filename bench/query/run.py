@@ -8,9 +8,9 @@ One run:
 3. copies the rows our pipeline produced into SQLite with sqlite-utils, with the same
    column types, the same indexes and a full-text index over the same text columns, so
    both systems answer from identical data;
-4. starts both servers on free 127.0.0.1 ports: ours under gunicorn with worker processes,
-   Datasette in immutable mode with suggested facets off and a SQL time limit long enough
-   for a count over every row, as a careful user would run them;
+4. starts both servers on free 127.0.0.1 ports: ours under granian (or gunicorn) with
+   worker processes, Datasette in immutable mode with suggested facets off and a SQL
+   time limit long enough for a count over every row, as a careful user would run them;
 5. checks that each query gets the same answer from both, then drives each query at each
    concurrency for a fixed time with an asyncio load generator and prints requests per
    second and p50/p99 latency per query and system, and the ratio ours/Datasette.
@@ -330,14 +330,22 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def start_servers(home: Path, db_path: Path, workers: int, threads: int
+def wsgi_command(server: str, port: int, workers: int, threads: int) -> list[str]:
+    """Ours as an operator runs it (see stldata/api/wsgi.py): several processes, each
+    with a few threads for requests waiting on PostgreSQL."""
+    if server == "granian":
+        return [str(BIN / "granian"), "--interface", "wsgi", "--workers", str(workers),
+                "--blocking-threads", str(threads), "--host", "127.0.0.1",
+                "--port", str(port), "--log-level", "warning", "stldata.api.wsgi:app"]
+    return [str(BIN / "gunicorn"), "--workers", str(workers), "--threads", str(threads),
+            "--bind", f"127.0.0.1:{port}", "--log-level", "warning", "stldata.api.wsgi:app"]
+
+
+def start_servers(home: Path, db_path: Path, server: str, workers: int, threads: int
                   ) -> tuple[str, str, list[subprocess.Popen[bytes]]]:
     ours_port, datasette_port = free_port(), free_port()
-    ours = subprocess.Popen(
-        [str(BIN / "gunicorn"), "--workers", str(workers), "--threads", str(threads),
-         "--bind", f"127.0.0.1:{ours_port}", "--log-level", "warning",
-         "stldata.api.wsgi:app"],
-        env=environment(home), cwd=PROJECT_ROOT)
+    ours = subprocess.Popen(wsgi_command(server, ours_port, workers, threads),
+                            env=environment(home), cwd=PROJECT_ROOT)
     datasette = subprocess.Popen(
         [str(BIN / "datasette"), "serve", "--immutable", str(db_path),
          "--host", "127.0.0.1", "--port", str(datasette_port),
@@ -388,10 +396,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="timed seconds per query, system and concurrency")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--concurrency", default="1,16")
+    parser.add_argument("--server", choices=("granian", "gunicorn"), default="granian",
+                        help="the WSGI server that runs ours")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2,
-                        help="gunicorn worker processes for ours")
+                        help="worker processes for ours")
     parser.add_argument("--threads", type=int, default=4,
-                        help="threads per gunicorn worker, and Datasette's SQL threads")
+                        help="threads per worker of ours, and Datasette's SQL threads")
     parser.add_argument("--workdir", type=Path, default=PROJECT_ROOT / "var" / "bench-query")
     parser.add_argument("--only", help="comma-separated query names to run")
     args = parser.parse_args(argv)
@@ -419,8 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         wanted = {n.strip() for n in args.only.split(",")}
         qs = [q for q in qs if q.name in wanted]
-    ours_url, datasette_url, processes = start_servers(home, sqlite_path, args.workers,
-                                                       args.threads)
+    ours_url, datasette_url, processes = start_servers(home, sqlite_path, args.server,
+                                                       args.workers, args.threads)
     results: list[Result] = []
     try:
         checked = asyncio.run(check_answers(ours_url, datasette_url, qs))
@@ -446,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "load_before": os.getloadavg()},
-        "rows": args.rows, "loaded": loaded, "workers": args.workers,
+        "rows": args.rows, "loaded": loaded, "server": args.server, "workers": args.workers,
         "threads": args.threads, "answers": checked,
         "results": [asdict(r) for r in results],
     }
