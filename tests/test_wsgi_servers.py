@@ -104,7 +104,8 @@ def test_served_by_a_production_server(server: str, runtime: Runtime, tmp_path: 
         spawned.shut_down(timeout=30)
         assert spawned.proc.returncode == 0, spawned.text()[-3000:]
     finally:
-        spawned.stop()
+        # SIGTERM first, even when the test failed: a killed server leaves its workers.
+        spawned.shut_down(timeout=30)
     assert "Traceback" not in spawned.text(), spawned.text()[-3000:]
 
 

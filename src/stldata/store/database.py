@@ -7,6 +7,7 @@ runs. The server stops when the last process that started it exits.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -89,6 +90,12 @@ def _embedded_url(home: Path, shared_buffers: str = "auto") -> str:
             pgdata, cleanup_mode="stop")
     log.info("embedded PostgreSQL ready in %.1fs (data in %s)",
              time.monotonic() - started, pgdata)
+    if pgdata not in _FORGET_AT_EXIT:
+        # Registered after pgserver's own exit handler, so it runs just before it: users
+        # that ended without running theirs (a WSGI server's workers, stopped by their
+        # master) must not keep the server up after this process, the last live user.
+        _FORGET_AT_EXIT.add(pgdata)
+        atexit.register(_forget_dead_users, pgdata)
 
     with psycopg.connect(server.get_uri(), autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
@@ -97,6 +104,9 @@ def _embedded_url(home: Path, shared_buffers: str = "auto") -> str:
             conn.execute(f"CREATE DATABASE {EMBEDDED_DATABASE}")
     return str(server.get_uri(database=EMBEDDED_DATABASE))
 
+
+#: Data folders whose list of users this process prunes when it exits.
+_FORGET_AT_EXIT: set[Path] = set()
 
 #: Our settings file in the embedded server's data folder, included by postgresql.conf.
 TUNING_FILE = "stldata.conf"
