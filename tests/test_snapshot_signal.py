@@ -25,7 +25,7 @@ from stldata.store.snapshot_signal import (
     announce_local_change,
 )
 
-from conftest import _runtime, ingest, make_settings, project, wait_for
+from conftest import ingest, project, wait_for
 
 CRIME = "/api/v1/datasets/slmpd-crime"
 
@@ -183,15 +183,10 @@ def _snapshot_reads(app: Any) -> list[str]:
 
 
 def test_the_api_reads_the_state_once_and_follows_other_writers(runtime: Runtime) -> None:
-    ingest(runtime, "slmpd-crime")
-    project(runtime)
-    app = create_app(runtime)
-    reads = _snapshot_reads(app)
-    client = app.test_client()
-
+    client, reads = _served(runtime)
     first = client.get(CRIME + "/records?limit=3")
     etag = first.headers["ETag"]
-    model = app.extensions["stldata.read_model"]
+    model = client.application.extensions["stldata.read_model"]
     wait_for("the listener", lambda: model.snapshot_states.listening, 10)
     client.get(CRIME + "/records?limit=3")
     count = len(reads)
@@ -211,30 +206,26 @@ def test_the_api_reads_the_state_once_and_follows_other_writers(runtime: Runtime
     assert client.get(CRIME + "/records?limit=3").headers["ETag"] != etag
 
 
-def test_the_change_feed_reads_the_state_on_every_poll(runtime: Runtime) -> None:
+def _served(runtime: Runtime, **settings: Any) -> tuple[Any, list[str]]:
+    """A test client of the API on crime records, with ``settings`` changed, and the list
+    its reads of the snapshot state go to."""
     ingest(runtime, "slmpd-crime")
     project(runtime)
-    app = create_app(runtime)
-    reads = _snapshot_reads(app)
-    client = app.test_client()
+    app = create_app(Runtime(runtime.settings.model_copy(update=settings), runtime.catalog,
+                             runtime.database))
+    return app.test_client(), _snapshot_reads(app)
+
+
+def test_the_change_feed_reads_the_state_on_every_poll(runtime: Runtime) -> None:
+    client, reads = _served(runtime)
     for _ in range(3):
         assert client.get(CRIME + "/changes?limit=1").status_code == 200
     assert len(reads) == 3
 
 
-def test_the_cache_can_be_turned_off(server_url: str, tmp_path: Any) -> None:
-    from conftest import _fresh_database
-
-    for url in _fresh_database(server_url):
-        settings = make_settings(url, tmp_path / "home").model_copy(
-            update={"validator_cache_seconds": 0})
-        runtime = _runtime(settings)
-        ingest(runtime, "slmpd-crime")
-        project(runtime)
-        app = create_app(runtime)
-        reads = _snapshot_reads(app)
-        client = app.test_client()
-        for _ in range(3):
-            assert client.get(CRIME + "/records?limit=3").status_code == 200
-        assert len(reads) == 3
-        assert _listeners(url) == 0
+def test_the_cache_can_be_turned_off(runtime: Runtime) -> None:
+    client, reads = _served(runtime, validator_cache_seconds=0)
+    for _ in range(3):
+        assert client.get(CRIME + "/records?limit=3").status_code == 200
+    assert len(reads) == 3
+    assert _listeners(runtime.database.url) == 0
