@@ -1,6 +1,6 @@
 """A URL over the length limit is a 414 problem+json, from the app (any WSGI server) and
 from the development server `stldata serve` and `stldata up` run, which refuses an overlong
-request line before the app sees it."""
+request line before the app sees it. A parameter that is not UTF-8 is a 400 naming it."""
 
 from __future__ import annotations
 
@@ -99,3 +99,43 @@ def test_development_server_refusals_are_problems(server: BaseWSGIServer) -> Non
     status, media, body = raw_exchange(server, b"GET /health HTTP/1.1\r\n"
                                                b"Host: 127.0.0.1\r\nConnection: close\r\n\r\n")
     assert status == 200 and body["status"] == "ok"
+
+
+RECORDS = "/api/v1/datasets/slmpd-crime/records"
+
+
+@pytest.mark.parametrize(("query", "named"), [
+    ("q=%ff%fe", "q"),  # not UTF-8 at all
+    ("district=3&q=caf%e9", "q"),  # latin-1 é, as an old form would send it
+    ("q=%c3", "q"),  # a sequence cut short
+    ("%ff=1", "\ufffd"),  # the name itself
+    ("q=ok&description__icontains=%ed%a0%80", "description__icontains"),  # a surrogate
+])
+def test_a_parameter_that_is_not_utf8_is_named(client: Any, query: str, named: str) -> None:
+    response = client.get(RECORDS + "?" + query)
+    assert response.status_code == 400, response.get_data(as_text=True)
+    problem = response.get_json()
+    assert problem["invalid_params"][0]["name"] == named
+    assert "not valid UTF-8" in problem["detail"]
+
+
+def test_utf8_parameters_are_untouched(client: Any) -> None:
+    # é percent-encoded as UTF-8, and a literal + for a space: an ordinary search.
+    assert client.get(RECORDS + "?q=caf%C3%A9+burglary&limit=1").status_code == 200
+    assert client.get(RECORDS + "?limit=1&description__icontains=%E2%80%94").status_code == 200
+    assert client.get("/api/v1/datasets?x=%41").status_code == 200
+
+
+def test_the_development_server_names_it_too(server: BaseWSGIServer) -> None:
+    status, media, problem = raw_exchange(server, b"GET " + RECORDS.encode()
+                                          + b"?q=%ff HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                          b"Connection: close\r\n\r\n")
+    assert (status, media) == (400, "application/problem+json")
+    assert problem["invalid_params"][0]["name"] == "q"
+
+
+def test_command_api_names_a_parameter_that_is_not_utf8(runtime: Runtime) -> None:
+    commands = create_command_app(runtime).test_client()
+    response = commands.get("/api/v1/ingests/1?x=%ff")
+    assert response.status_code == 400
+    assert response.get_json()["invalid_params"][0]["name"] == "x"

@@ -32,7 +32,7 @@ from stldata.api.quality import register_quality
 from stldata.api.query import dataset_table
 from stldata.api.records import register as register_records
 from stldata.api.soql_routes import register as register_soql
-from stldata.api.uri_limit import refuse_long_uris
+from stldata.api.uri_limit import refuse_long_uris, refuse_undecodable_parameters
 from stldata.catalog import Dataset
 from stldata.log.factory import backend_name
 from stldata.runtime import Runtime
@@ -178,6 +178,7 @@ def create_app(runtime: Runtime) -> APIFlask:
     app.extensions["stldata.read_model"] = model
     serve_docs_assets(app)  # Swagger UI from a pinned package, not a CDN
     refuse_long_uris(app)  # 414 as problem+json
+    refuse_undecodable_parameters(app)  # 400 naming a parameter that is not UTF-8
     install_rate_limits(app, runtime)  # per client; /health exempt
     app.spec_processor(problem_media_types)
     app.teardown_request(lambda _error: model.release())

@@ -54,8 +54,11 @@ def problem_media_types(spec: dict[str, Any] | str) -> dict[str, Any] | str:
             if not isinstance(operation, dict):
                 continue
             responses = operation.setdefault("responses", {})
-            # Every route answers these before its view runs: a URL over the length
-            # limit, and (except the health check) a client over its rate limit.
+            # Every route answers these before its view runs: a parameter that is not
+            # UTF-8, a URL over the length limit, and (except the health check) a client
+            # over its rate limit.
+            responses.setdefault("400", _problem_response(
+                "Bad parameter: the problem names it."))
             responses.setdefault("414", _problem_response(
                 "URI too long: the URL is over 65,536 bytes."))
             if path != "/health":

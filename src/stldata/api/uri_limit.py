@@ -1,4 +1,6 @@
-"""A request target over the length limit is a 414 problem, not a server's HTML page.
+"""The request target, checked before any view: over the length limit it is a 414
+problem, not a server's HTML page; a parameter that is not UTF-8 text is a 400 that names
+it, not text with replacement characters searched or compared as if a user had typed them.
 
 Werkzeug's development server (``stldata serve``, ``stldata up``) reads the request line
 with :mod:`http.server`, which refuses a line over 65,536 bytes itself and answers with an
@@ -9,7 +11,9 @@ on) and the development server gets a request handler whose errors are problem+j
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
+from urllib.parse import unquote_to_bytes
 
 import orjson
 from flask import Flask, request
@@ -17,7 +21,7 @@ from werkzeug.exceptions import RequestURITooLarge
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.serving import WSGIRequestHandler
 
-from stldata.api.problems import PROBLEM_JSON
+from stldata.api.problems import PROBLEM_JSON, BadParameter
 
 #: The longest request target (path and query) served: the request line limit of
 #: :mod:`http.server`, so every server gives the same answer.
@@ -37,6 +41,34 @@ def refuse_long_uris(app: Flask) -> None:
                   len(request.path.encode()) + 1 + len(environ.get("QUERY_STRING", "")))
         if length > MAX_URI_BYTES:
             raise RequestURITooLarge(TOO_LONG)
+
+
+#: A query string without these is ASCII once decoded, so valid UTF-8: most requests.
+_NOT_ASCII = re.compile(r"%[89a-fA-F]|[^\x00-\x7f]")
+
+
+def refuse_undecodable_parameters(app: Flask) -> None:
+    """Answer 400 naming the parameter whose name or value is not UTF-8 once decoded.
+
+    Werkzeug decodes the query string with replacement characters, so ``q=%ff`` would
+    otherwise search for U+FFFD.
+    """
+
+    @app.before_request
+    def check_parameters_decode() -> None:
+        # WSGI passes the query string as latin-1 text of its raw bytes.
+        raw = request.environ.get("QUERY_STRING", "")
+        if not _NOT_ASCII.search(raw):
+            return
+        for pair in raw.split("&"):
+            name, _, value = pair.partition("=")
+            for part in (name, value):
+                try:
+                    unquote_to_bytes(part.replace("+", " ").encode("latin-1")).decode()
+                except UnicodeError:
+                    shown = unquote_to_bytes(name.encode("latin-1")).decode(errors="replace")
+                    raise BadParameter(shown, "is not valid UTF-8 text; percent-encode "
+                                              "the UTF-8 bytes of the text") from None
 
 
 class ProblemRequestHandler(WSGIRequestHandler):

@@ -28,7 +28,7 @@ import stldata
 from stldata.api.docs_assets import serve_docs_assets
 from stldata.api.limits import install_rate_limits, request_key
 from stldata.api.problems import PROBLEM_JSON, ApiProblem, NotFound, problem_media_types
-from stldata.api.uri_limit import refuse_long_uris
+from stldata.api.uri_limit import refuse_long_uris, refuse_undecodable_parameters
 from stldata.catalog import Dataset
 from stldata.command import schemas
 from stldata.command.jobs import JobStore, new_job_id
@@ -159,6 +159,7 @@ def create_command_app(runtime: Runtime, *, workers: IngestWorker | None = None)
     app.spec_processor(lambda spec: problem_media_types(_document_request_body(spec)))
     serve_docs_assets(app)  # Swagger UI from a pinned package, not a CDN
     refuse_long_uris(app)
+    refuse_undecodable_parameters(app)
     _install_error_handlers(app, settings.command_max_upload_bytes)
 
     engine = runtime.database.engine(pool_size=4, max_overflow=4)
