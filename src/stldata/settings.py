@@ -67,9 +67,11 @@ class Settings(BaseSettings):
         0.5, gt=0, description="Seconds the projector waits when the log has nothing new."
     )
     validator_cache_seconds: float = Field(
-        10.0, ge=0, description="Longest time an API process reuses the snapshot state behind "
+        10.0, ge=0, le=86400, allow_inf_nan=False,
+        description="Longest time an API process reuses the snapshot state behind "
         "its ETag and Last-Modified headers; a commit's notification drops it at once. 0 "
-        "reads it on every request (for a pooler that does not pass LISTEN through).",
+        "reads it on every request (for a read replica, or a pooler that does not pass LISTEN "
+        "through).",
     )
     fetch_timeout: float = Field(30.0, gt=0, description="Seconds before an HTTP fetch fails.")
     max_source_bytes: int = Field(

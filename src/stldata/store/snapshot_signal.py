@@ -19,14 +19,16 @@ cache when told of a change:
 
 A listener thread per cache holds one connection (``application_name``
 :data:`LISTENER_NAME`). While it is not listening (starting, reconnecting after
-PostgreSQL restarted) nothing is cached and every request reads the state, as without a
-cache. Entries also expire after ``seconds``: the state includes the planner's row count,
+PostgreSQL restarted, or hanging on a connection that went half-open: it must be heard
+from every few seconds) nothing is cached and every request reads the state, as without
+a cache. Entries also expire after ``seconds``: the state includes the planner's row count,
 which ANALYZE changes without a snapshot, and a notification lost to a hand edit with
 triggers disabled is forgotten within that time.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -36,6 +38,7 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +47,14 @@ LISTENER_NAME = "stldata-snapshot-listener"
 #: How often the listener wakes without notifications: to check that its connection is
 #: alive and that its cache is still in use.
 WAKE_SECONDS = 2.0
+#: A listener not heard from for this long (its wake and check hang) is not trusted.
+HEARTBEAT_SECONDS = 3 * WAKE_SECONDS
 #: Longest wait before connecting again after the listener lost PostgreSQL.
 MAX_BACKOFF_SECONDS = 30.0
+#: TCP keepalives on the listener's connection, so that a peer gone without closing the
+#: socket is found in about a minute rather than the system's two hours.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+              "keepalives_count": 3}
 
 T = TypeVar("T")
 #: What a lookup hands back to :meth:`SnapshotStateCache.store`: the generations the
@@ -54,6 +63,9 @@ Token = tuple[int, int]
 
 _local_lock = threading.Lock()
 _local_generation = 0
+#: Set once this process exits (by an exit hook registered with the first listener).
+_exiting = threading.Event()
+_exit_hook_registered = False
 
 
 def announce_local_change() -> None:
@@ -78,6 +90,9 @@ class SnapshotStateCache(Generic[T]):
         self._entries: dict[str | None, tuple[Token, float, T]] = {}
         self._generation = 0  # bumped by every notification and every (re)connection
         self._listening = False
+        #: When the listener last heard from PostgreSQL: a connection that hangs (a
+        #: half-open socket) stops it, and its cache must stop trusting it.
+        self._heartbeat = 0.0
         self._pid: int | None = None  # the process whose thread listens
 
     @property
@@ -86,7 +101,8 @@ class SnapshotStateCache(Generic[T]):
 
     @property
     def listening(self) -> bool:
-        return self._listening and self._pid == os.getpid()
+        return (self._listening and self._pid == os.getpid()
+                and time.monotonic() - self._heartbeat < HEARTBEAT_SECONDS)
 
     def lookup(self, key: str | None) -> tuple[Token, T | None]:
         """(token, the cached value or None)."""
@@ -123,9 +139,18 @@ class SnapshotStateCache(Generic[T]):
             self._generation += 1
             self._entries.clear()
 
+    def _alive(self) -> None:
+        now = time.monotonic()
+        if now - self._heartbeat >= HEARTBEAT_SECONDS:
+            # Readers stopped trusting the listener meanwhile; what was kept before that
+            # may have missed a commit whose notification is still on its way.
+            self._changed()
+        self._heartbeat = now
+
     def _set_listening(self, listening: bool) -> None:
         with self._lock:
             self._listening = listening
+            self._heartbeat = time.monotonic()
             self._generation += 1
             self._entries.clear()
 
@@ -140,6 +165,7 @@ class SnapshotStateCache(Generic[T]):
             # use, which inherits the flag but not the thread): start listening here.
             self._pid, self._listening = pid, False
             self._entries.clear()
+            _register_exit_hook()
         thread = threading.Thread(target=_listen, args=(weakref.ref(self), self.database_url),
                                   name=LISTENER_NAME, daemon=True)
         thread.start()
@@ -148,37 +174,56 @@ class SnapshotStateCache(Generic[T]):
 def _listen(ref: weakref.ref[SnapshotStateCache[Any]], url: str) -> None:
     """Keep the cache told of changes until it is no longer used; reconnect when PostgreSQL
     goes away. Holds the cache only weakly, so an app that is dropped lets it go."""
-    backoff = 1.0
+    backoff, lost, refused = 1.0, False, False
     while (cache := ref()) is not None:
+        del cache
         try:
-            conn = psycopg.connect(url, autocommit=True, application_name=LISTENER_NAME,
-                                   connect_timeout=10)
+            conn = psycopg.connect(make_conninfo(
+                url, application_name=LISTENER_NAME, connect_timeout=10, **KEEPALIVES),
+                autocommit=True)
         except psycopg.Error as exc:
-            log.warning("snapshot listener cannot connect to PostgreSQL (%s); API requests "
-                        "read the snapshot state each time until it can, retrying in %.0f s",
-                        str(exc).strip().splitlines()[0], backoff)
-            del cache
+            _warn(f"snapshot listener cannot connect to PostgreSQL ({_first_line(exc)}); "
+                  f"API requests read the snapshot state each time until it can, retrying "
+                  f"in {backoff:.0f} s")
+            lost = True
             time.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
             continue
-        try:
-            with conn:
+        with conn:
+            try:
                 conn.execute(f"LISTEN {CHANNEL}")
-                cache._set_listening(True)
-                del cache
-                backoff = 1.0
-                if not _relay(ref, conn):
-                    return
-        except psycopg.Error as exc:
+            except psycopg.Error as exc:
+                # PostgreSQL answered, and said no: a read replica or a pooler, which
+                # will not change its mind soon. Said once, tried again at long intervals.
+                if not refused:
+                    _warn(f"snapshot listener: PostgreSQL refuses LISTEN ({_first_line(exc)})"
+                          "; API requests read the snapshot state each time. On a read "
+                          "replica or behind a pooler that does not pass LISTEN through, "
+                          "set STLDATA_VALIDATOR_CACHE_SECONDS=0 to stop trying")
+                refused = True
+                time.sleep(MAX_BACKOFF_SECONDS)
+                continue
             if (cache := ref()) is None:
                 return
-            cache._set_listening(False)
-            log.warning("snapshot listener lost PostgreSQL (%s); API requests read the "
-                        "snapshot state each time until it reconnects",
-                        str(exc).strip().splitlines()[0])
+            cache._set_listening(True)
             del cache
-            time.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+            if lost or refused:
+                log.info("snapshot listener is listening again; API requests reuse the "
+                         "snapshot state until a commit")
+            backoff, lost, refused = 1.0, False, False
+            try:
+                if not _relay(ref, conn):
+                    return
+            except psycopg.Error as exc:
+                if (cache := ref()) is None:
+                    return
+                cache._set_listening(False)
+                del cache
+                _warn(f"snapshot listener lost PostgreSQL ({_first_line(exc)}); API "
+                      "requests read the snapshot state each time until it reconnects")
+                lost = True
+        time.sleep(backoff)
+        backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
 
 def _relay(ref: weakref.ref[SnapshotStateCache[Any]], conn: psycopg.Connection[Any]) -> bool:
@@ -189,7 +234,29 @@ def _relay(ref: weakref.ref[SnapshotStateCache[Any]], conn: psycopg.Connection[A
                 return False
             cache._changed()
             del cache
-        if ref() is None:
-            return False
-        # A server that went away without closing the socket is found here.
+        # A server that went away without closing the socket is found here, or, if this
+        # hangs, by the cache's heartbeat check.
         conn.execute("SELECT 1")
+        if (cache := ref()) is None:
+            return False
+        cache._alive()
+        del cache
+
+
+def _register_exit_hook() -> None:
+    # Registered after the embedded server's own exit handler, so it runs first: the
+    # server stopping under the listener is then no news.
+    global _exit_hook_registered
+    if not _exit_hook_registered:
+        _exit_hook_registered = True
+        atexit.register(_exiting.set)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _warn(message: str) -> None:
+    # A process that is exiting stops its embedded server under the listener: no news.
+    if not _exiting.is_set():
+        log.warning(message)
