@@ -271,3 +271,25 @@ def test_a_bad_cache_time_is_refused_by_name(value: str) -> None:
 
     with pytest.raises(ValidationError, match="validator_cache_seconds"):
         Settings(validator_cache_seconds=value, _env_file=None)  # type: ignore[arg-type]
+
+
+def test_within_follows_the_neighborhoods_too(runtime: Runtime) -> None:
+    """An answer filtered by ``within=neighborhood:`` depends on the neighborhoods'
+    polygons: their snapshots are in its validators, and it is never pinned."""
+    ingest(runtime, "stl-neighborhoods")
+    client, _reads = _served(runtime, validator_cache_seconds=600)
+    within = CRIME + "/records?within=neighborhood:Carondelet&limit=2"
+    plain = CRIME + "/records?limit=2"
+    sid = client.get(plain).get_json()["snapshot_id"]
+    etags = {url: client.get(url).headers["ETag"] for url in (within, plain)}
+    pinned = client.get(within + f"&as_of={sid}")
+    assert pinned.status_code == 200
+    assert "immutable" not in pinned.headers["Cache-Control"]
+
+    # The neighborhoods change (a type pinned by hand stands for a new snapshot).
+    _write(runtime.database.url, "INSERT INTO column_types VALUES ('stl-neighborhoods', "
+           "'not_a_column', 'text', (SELECT max(id) FROM snapshots))")
+    assert wait_for("new validators for within", lambda: client.get(
+        within, headers={"If-None-Match": etags[within]}).status_code == 200, 3)
+    # An answer that does not read them keeps its validators.
+    assert client.get(plain, headers={"If-None-Match": etags[plain]}).status_code == 304

@@ -23,11 +23,14 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from apiflask import APIFlask
 from flask import Response, g, request
+
+from stldata.api.geo import NEIGHBORHOODS
 
 if TYPE_CHECKING:
     from stldata.api.app import ReadModel
@@ -157,31 +160,44 @@ def validators_for(model: ReadModel) -> Validators | None:
         scope = "dataset:" + _entry_text(catalog[dataset_id])
 
     latest = table_rows = None
+    # within= reads the neighborhoods' current polygons too: their snapshots are part of
+    # the answer's state, and no such answer is pinned.
+    also = ([NEIGHBORHOODS] if dataset_id is not None and "within" in request.args
+            and NEIGHBORHOODS in catalog and dataset_id != NEIGHBORHOODS else [])
     pinned = None
-    if dataset_id is not None and (pinned_ids := _pinned_ids(rest)):
+    if dataset_id is not None and not also and (pinned_ids := _pinned_ids(rest)):
         with model.connect() as conn:
             pinned = _pinned_state(conn, dataset_id, pinned_ids)
     if pinned is not None:
         (state, last_modified), policy = pinned, PINNED
+    elif rest.rstrip("/") == "/changes":
+        # A feed is polled to learn of a commit as soon as it happens: read each time.
+        policy = REVALIDATE
+        state, last_modified, latest, table_rows = _read_state(model, dataset_id)
     else:
-        dataset = None if dataset_id is None else catalog[dataset_id]
-
-        def read_state() -> _State:
-            with model.connect() as conn:
-                return _state(conn, dataset)
-
-        if rest.rstrip("/") == "/changes":
-            # A feed is polled to learn of a commit as soon as it happens: read each time.
-            policy, current = REVALIDATE, read_state()
-        else:
-            policy, current = CURRENT, model.snapshot_states.read(dataset_id, read_state)
-        state, last_modified, latest, table_rows = current
+        policy = CURRENT
+        state, last_modified, latest, table_rows = model.snapshot_states.read(
+            dataset_id, partial(_read_state, model, dataset_id))
+        for other in also:
+            other_state, other_modified = model.snapshot_states.read(
+                other, partial(_read_state, model, other))[:2]
+            state += f"|{other}:{other_state}"
+            if other_modified is not None and (last_modified is None
+                                               or other_modified > last_modified):
+                last_modified = other_modified
     digest = hashlib.blake2b(digest_size=16)
     for part in (scope, state, request.path, request.query_string.decode("latin-1"),
                  request.headers.get("Accept", "")):
         digest.update(part.encode() + b"\x00")
     return Validators(digest.hexdigest(), last_modified, policy, dataset_id, latest,
                       table_rows)
+
+
+def _read_state(model: ReadModel, dataset_id: str | None) -> _State:
+    """The state of one dataset (None: of them all), read now."""
+    dataset = None if dataset_id is None else model.runtime.catalog.datasets[dataset_id]
+    with model.connect() as conn:
+        return _state(conn, dataset)
 
 
 def model_view() -> Callable[..., Any] | None:
