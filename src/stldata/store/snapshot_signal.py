@@ -233,6 +233,7 @@ def _relay(ref: weakref.ref[SnapshotStateCache[Any]], conn: psycopg.Connection[A
             if (cache := ref()) is None:
                 return False
             cache._changed()
+            cache._alive()  # a notification is news from PostgreSQL too
             del cache
         # A server that went away without closing the socket is found here, or, if this
         # hangs, by the cache's heartbeat check.
