@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from stldata.errors import StlDataError
+from stldata.errors import StlDataError, first_line
 from stldata.logconfig import configure_logging
 from stldata.settings import get_settings
 
@@ -39,7 +39,7 @@ class _Group(click.Group):
         except (psycopg.Error, sqlalchemy.exc.DBAPIError) as exc:
             from stldata.store.database import is_connection_error
 
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = first_line(exc)
             if is_connection_error(exc):
                 _fail(f"cannot reach PostgreSQL ({reason}); check STLDATA_DATABASE_URL or "
                       "STLDATA_HOME")

@@ -25,3 +25,10 @@ class TransientError(StlDataError):
     """A dependency (database, broker, network) failed in a way that may pass."""
 
     transient = True
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (a driver's error runs on for several),
+    or its type's name when it has none: what a log line or a CLI error shows."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 
 from stldata.catalog import Catalog, Dataset
-from stldata.errors import StlDataError, TransientError
+from stldata.errors import StlDataError, TransientError, first_line
 from stldata.log.base import Consumer, Message, Producer, TopicPartition
 from stldata.log.events import (
     CONTROL_TOPIC,
@@ -53,11 +53,6 @@ def is_dataset_failure(exc: BaseException) -> bool:
     if isinstance(exc, psycopg.Error):
         return not is_connection_error(exc)
     return isinstance(exc, StlDataError) and not exc.transient
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load_offsets(conn: Conn, group_id: str,
@@ -137,7 +132,7 @@ class Projector:
             if not is_dataset_failure(exc):
                 raise
             reason = (f"cannot create or update the table of dataset {dataset_id!r}: "
-                      f"{_first_line(exc)}")
+                      f"{first_line(exc)}")
             log.error("%s", reason)
             self._table_failures[dataset_id] = reason
             return reason
@@ -240,7 +235,7 @@ class Projector:
             except Exception as exc:
                 if not is_dataset_failure(exc):
                     raise
-                reason = "its records could not be staged: " + _first_line(exc)
+                reason = "its records could not be staged: " + first_line(exc)
         for sid in sorted({r.snapshot_id for _, r in batch}):
             self._fail_snapshot(dataset_id, sid, reason)
 
@@ -395,7 +390,7 @@ class Projector:
             if not is_dataset_failure(exc):
                 raise
             self._fail_snapshot(event.dataset_id, event.snapshot_id,
-                                f"applying it failed: {_first_line(exc)}")
+                                f"applying it failed: {first_line(exc)}")
             return
         log.info("%s: snapshot %d applied: %d added, %d changed, %d deleted, "
                  "%d unchanged", dataset.id, event.snapshot_id, counts.added,
@@ -512,7 +507,7 @@ class ProjectorWatch:
         try:
             run_supervised(make, stop=stop)
         except Exception as exc:
-            self.failure = f"projector stopped: {type(exc).__name__}: {_first_line(exc)}"
+            self.failure = f"projector stopped: {type(exc).__name__}: {first_line(exc)}"
             log.error("%s; new snapshots are no longer applied (restart to resume)",
                       self.failure, exc_info=exc)
             return

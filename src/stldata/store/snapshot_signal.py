@@ -40,6 +40,8 @@ from typing import Any, Generic, TypeVar
 import psycopg
 from psycopg.conninfo import make_conninfo
 
+from stldata.errors import first_line
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "stldata_snapshots"
@@ -182,7 +184,7 @@ def _listen(ref: weakref.ref[SnapshotStateCache[Any]], url: str) -> None:
                 url, application_name=LISTENER_NAME, connect_timeout=10, **KEEPALIVES),
                 autocommit=True)
         except psycopg.Error as exc:
-            _warn(f"snapshot listener cannot connect to PostgreSQL ({_first_line(exc)}); "
+            _warn(f"snapshot listener cannot connect to PostgreSQL ({first_line(exc)}); "
                   f"API requests read the snapshot state each time until it can, retrying "
                   f"in {backoff:.0f} s")
             lost = True
@@ -196,7 +198,7 @@ def _listen(ref: weakref.ref[SnapshotStateCache[Any]], url: str) -> None:
                 # PostgreSQL answered, and said no: a read replica or a pooler, which
                 # will not change its mind soon. Said once, tried again at long intervals.
                 if not refused:
-                    _warn(f"snapshot listener: PostgreSQL refuses LISTEN ({_first_line(exc)})"
+                    _warn(f"snapshot listener: PostgreSQL refuses LISTEN ({first_line(exc)})"
                           "; API requests read the snapshot state each time. On a read "
                           "replica or behind a pooler that does not pass LISTEN through, "
                           "set STLDATA_VALIDATOR_CACHE_SECONDS=0 to stop trying")
@@ -219,7 +221,7 @@ def _listen(ref: weakref.ref[SnapshotStateCache[Any]], url: str) -> None:
                     return
                 cache._set_listening(False)
                 del cache
-                _warn(f"snapshot listener lost PostgreSQL ({_first_line(exc)}); API "
+                _warn(f"snapshot listener lost PostgreSQL ({first_line(exc)}); API "
                       "requests read the snapshot state each time until it reconnects")
                 lost = True
         time.sleep(backoff)
@@ -251,10 +253,6 @@ def _register_exit_hook() -> None:
     if not _exit_hook_registered:
         _exit_hook_registered = True
         atexit.register(_exiting.set)
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _warn(message: str) -> None:
