@@ -46,6 +46,7 @@ import psutil
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import floor  # noqa: E402
 from generate import PROJECT_ROOT, VARIANT_B_HEADER, generate  # noqa: E402
 
 DATASET = "slmpd-crime"
@@ -204,47 +205,75 @@ def _busy_cpu_seconds() -> float:
     return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
 
 
+class Meter:
+    """What one timed step costs beyond its own processes: the server's backends (sampled),
+    the broker's CPU and the whole machine's, from construction to :meth:`finish`."""
+
+    def __init__(self, postmaster_pid: int | None, broker_pid: int | None) -> None:
+        self.sampler = BackendSampler(postmaster_pid) if postmaster_pid else None
+        self.broker = psutil.Process(broker_pid) if broker_pid else None
+        self.load = os.getloadavg()[0]
+        if self.sampler:
+            self.sampler.start()
+        self.broker_before = _cpu_of(self.broker) if self.broker else 0.0
+        self.busy_before = _busy_cpu_seconds()
+        self.started = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def finish(self, system: str, command: list[str], *, seconds: float, exit_code: int,
+               client_peak_rss_mb: float, client_cpu: float, log: str) -> Measurement:
+        busy = _busy_cpu_seconds() - self.busy_before
+        broker_cpu = _cpu_of(self.broker) - self.broker_before if self.broker else None
+        backend_rss, backend_cpu, aux_cpu = (self.sampler.stop() if self.sampler
+                                             else (None, None, None))
+        capacity = seconds * (os.cpu_count() or 1)
+        ours = client_cpu + (backend_cpu or 0.0) + (aux_cpu or 0.0) + (broker_cpu or 0.0)
+        other = max(0.0, busy - ours) / capacity
+        return Measurement(system, command, seconds, exit_code, client_peak_rss_mb,
+                           backend_rss, client_cpu, backend_cpu, aux_cpu, busy, other,
+                           self.load, log, broker_cpu)
+
+
+def _wait(process: subprocess.Popen[bytes], timeout: float) -> Any:
+    """Wait for ``process`` (killed after ``timeout`` seconds); its rusage.
+
+    wait4 rather than Popen.wait: it hands back the child's own rusage, whose ru_maxrss is
+    the exact peak RSS without polling."""
+    killer = threading.Timer(timeout, process.kill)
+    killer.start()
+    _, status, usage = os.wait4(process.pid, 0)
+    killer.cancel()
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return usage
+
+
+def _failed(system: str, process: subprocess.Popen[bytes], seconds: float,
+            log_path: Path) -> SystemExit:
+    tail = log_path.read_text(errors="replace")[-3000:]
+    return SystemExit(f"{system} failed with exit code {process.returncode} "
+                      f"after {seconds:.1f}s; log {log_path}:\n{tail}")
+
+
 def run_measured(system: str, command: list[str], *, env: dict[str, str], log_path: Path,
                  timeout: float, postmaster_pid: int | None,
                  broker_pid: int | None = None) -> Measurement:
     """Run ``command`` to completion, timing it and recording its peak memory and CPU."""
     print(f"  {system}: {' '.join(command)}", file=sys.stderr, flush=True)
-    sampler = BackendSampler(postmaster_pid) if postmaster_pid else None
-    broker = psutil.Process(broker_pid) if broker_pid else None
-    load = os.getloadavg()[0]
     with log_path.open("wb") as log:
-        if sampler:
-            sampler.start()
-        broker_before = _cpu_of(broker) if broker else 0.0
-        busy_before = _busy_cpu_seconds()
-        started = time.perf_counter()
+        meter = Meter(postmaster_pid, broker_pid)
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
                                    cwd=log_path.parent)
         # A bounded run: a stuck load is killed rather than left to hang the benchmark.
-        killer = threading.Timer(timeout, process.kill)
-        killer.start()
-        # wait4 rather than Popen.wait: it hands back the child's own rusage, whose
-        # ru_maxrss is the exact peak RSS without polling.
-        _, status, usage = os.wait4(process.pid, 0)
-        seconds = time.perf_counter() - started
-        busy = _busy_cpu_seconds() - busy_before
-        broker_cpu = _cpu_of(broker) - broker_before if broker else None
-        killer.cancel()
-        process.returncode = os.waitstatus_to_exitcode(status)
-    backend_rss, backend_cpu, aux_cpu = sampler.stop() if sampler else (None, None, None)
-
-    client_cpu = usage.ru_utime + usage.ru_stime
-    capacity = seconds * (os.cpu_count() or 1)
-    ours = client_cpu + (backend_cpu or 0.0) + (aux_cpu or 0.0) + (broker_cpu or 0.0)
-    other = max(0.0, busy - ours) / capacity
-    measurement = Measurement(system, command, seconds, process.returncode,
-                              usage.ru_maxrss * 1024 / MB, backend_rss, client_cpu,
-                              backend_cpu, aux_cpu, busy, other, load, str(log_path),
-                              broker_cpu)
+        usage = _wait(process, timeout)
+        seconds = meter.elapsed()
+    measurement = meter.finish(system, command, seconds=seconds,
+                               exit_code=process.returncode,
+                               client_peak_rss_mb=usage.ru_maxrss * 1024 / MB,
+                               client_cpu=usage.ru_utime + usage.ru_stime, log=str(log_path))
     if process.returncode != 0:
-        tail = log_path.read_text(errors="replace")[-3000:]
-        raise SystemExit(f"{system} failed with exit code {process.returncode} "
-                         f"after {seconds:.1f}s; log {log_path}:\n{tail}")
+        raise _failed(system, process, seconds, log_path)
     return measurement
 
 
@@ -401,6 +430,30 @@ def run_sqlite_utils(csv_path: Path, rows: int, *, workdir: Path, env: dict[str,
                    "file_mb": round(db_path.stat().st_size / MB, 1)})
 
 
+def run_floor(server: EmbeddedServer, rows: int, *, workdir: Path, env: dict[str, str],
+              logs: Path, timeout: float) -> Result:
+    """PostgreSQL alone building ours' read model from ours' clean rows (floor.py)."""
+    from stldata.catalog import Catalog
+    from stldata.projection.search_index import ranking_table_name
+
+    dataset = Catalog.load(PROJECT_ROOT / "catalog").get(DATASET)
+    ranking = ranking_table_name(TABLE)
+    print("  read-model floor: exporting ours' rows (untimed)", file=sys.stderr, flush=True)
+    script = floor.prepare(server, table=TABLE, ranking=ranking,
+                           search_order=dataset.search_order, dataset_id=DATASET,
+                           workdir=workdir)
+    step = run_measured("read-model floor",
+                        [server.psql, "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1",
+                         server.database.url, "-f", str(script.path)],
+                        env=env, log_path=logs / "floor.log", timeout=timeout,
+                        postmaster_pid=server.postmaster_pid)
+    verified = floor.verify(server, script, table=TABLE, ranking=ranking)
+    size = int(server.scalar("SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c "
+                             "WHERE c.relnamespace = 'floor'::regnamespace AND c.relkind = 'r'"))
+    return Result("read-model floor", rows, [step], verified,
+                  {"history_rows": script.history_rows, "tables_mb": round(size / MB, 1)})
+
+
 # --- ours via Kafka --------------------------------------------------------------------------
 
 KAFKA_SCRIPT = PROJECT_ROOT / "scripts" / "kafka.sh"
@@ -493,18 +546,26 @@ class LagSampler(threading.Thread):
 
 
 def run_kafka(csv_path: Path, rows: int, *, workdir: Path, env: dict[str, str], logs: Path,
-              timeout: float) -> Result:
-    """Ours with Kafka as the event log: its own broker and its own embedded PostgreSQL."""
+              timeout: float, live: bool = False) -> Result:
+    """Ours with Kafka as the event log: its own broker and its own embedded PostgreSQL.
+
+    In turn (``live`` false) the projector starts once the ingest is done and runs until
+    it is idle: the two steps are timed apart. Live, the projector already runs when the
+    ingest starts, as it does in production, and consumes while the ingester publishes;
+    the run is timed from the ingest's start until the snapshot is committed in the read
+    model."""
     from stldata.settings import Settings
 
     stldata = str(BIN / "stldata")
-    home = workdir / "home-kafka"
+    name = "ours via Kafka, live" if live else "ours via Kafka"
+    tag = "kafka-live" if live else "kafka"
+    home = workdir / f"home-{tag}"
     broker: KafkaBroker | None = None
     server: EmbeddedServer | None = None
     sampler: LagSampler | None = None
     try:
-        print("  ours via Kafka: starting a broker (untimed)", file=sys.stderr, flush=True)
-        broker = KafkaBroker(workdir / "kafka-broker", logs=logs)
+        print(f"  {name}: starting a broker (untimed)", file=sys.stderr, flush=True)
+        broker = KafkaBroker(workdir / f"{tag}-broker", logs=logs)
         server = EmbeddedServer(home)
         kenv = {**env, "STLDATA_HOME": str(home), "STLDATA_KAFKA_BOOTSTRAP": broker.bootstrap}
         subprocess.run([stldata, "migrate"], env=kenv, check=True, capture_output=True,
@@ -514,21 +575,32 @@ def run_kafka(csv_path: Path, rows: int, *, workdir: Path, env: dict[str, str], 
                             _env_file=None)
         sampler = LagSampler(settings, broker.pid)
         sampler.start()
-        sampler.step = "ingest"
-        ingest = run_measured("ours via Kafka: ingest",
-                              [stldata, "ingest", DATASET, "--source", str(csv_path)],
-                              env=kenv, log_path=logs / "kafka-ingest.log", timeout=timeout,
-                              postmaster_pid=server.postmaster_pid, broker_pid=broker.pid)
-        sampler.sample()  # the lag the projector starts from
-        sampler.step = "project"
-        project = run_measured("ours via Kafka: project", [stldata, "project", "--until-idle"],
-                               env=kenv, log_path=logs / "kafka-project.log", timeout=timeout,
-                               postmaster_pid=server.postmaster_pid, broker_pid=broker.pid)
+        ingest_command = [stldata, "ingest", DATASET, "--source", str(csv_path)]
+        if live:
+            sampler.step = "project"
+            measurement, live_notes = run_live(name, ingest_command, [stldata, "project"],
+                                               server=server, broker_pid=broker.pid,
+                                               env=kenv, logs=logs, timeout=timeout)
+            steps = [measurement]
+        else:
+            sampler.step = "ingest"
+            steps = [run_measured(f"{name}: ingest", ingest_command, env=kenv,
+                                  log_path=logs / "kafka-ingest.log", timeout=timeout,
+                                  postmaster_pid=server.postmaster_pid,
+                                  broker_pid=broker.pid)]
+            sampler.sample()  # the lag the projector starts from
+            sampler.step = "project"
+            steps.append(run_measured(f"{name}: project",
+                                      [stldata, "project", "--until-idle"], env=kenv,
+                                      log_path=logs / "kafka-project.log", timeout=timeout,
+                                      postmaster_pid=server.postmaster_pid,
+                                      broker_pid=broker.pid))
+            live_notes = {}
         lag = sampler.stop()
         sampler = None
         verified = int(server.scalar(f"SELECT count(*) FROM {TABLE}"))
-        notes = {"bootstrap": broker.bootstrap, **lag, **_store_notes(server)}
-        return Result("ours via Kafka", rows, [ingest, project], verified, notes)
+        notes = {"bootstrap": broker.bootstrap, **lag, **live_notes, **_store_notes(server)}
+        return Result(name, rows, steps, verified, notes)
     finally:
         # Each clean-up on its own, so one that fails does not leave the broker running.
         try:
@@ -541,6 +613,79 @@ def run_kafka(csv_path: Path, rows: int, *, workdir: Path, env: dict[str, str], 
             finally:
                 if broker:
                     broker.stop()
+
+
+def _snapshot_committed(server: EmbeddedServer) -> bool:
+    status = server.scalar("SELECT status FROM snapshots WHERE dataset_id = "
+                           f"'{DATASET}' ORDER BY id DESC LIMIT 1")
+    return status == "committed"
+
+
+def _wait_for_line(log_path: Path, text: str, process: subprocess.Popen[bytes],
+                   timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log_path.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the projector did not log {text!r} within {timeout:.0f}s "
+                             f"(exit code {process.returncode}); see {log_path}")
+        time.sleep(0.1)
+
+
+def run_live(system: str, ingest: list[str], project: list[str], *,
+             server: EmbeddedServer, broker_pid: int, env: dict[str, str], logs: Path,
+             timeout: float) -> tuple[Measurement, dict[str, Any]]:
+    """The ingest with a projector already running: timed until the snapshot is committed.
+
+    The projector's start-up (interpreter, group join) is not timed, as a running
+    deployment does not pay it per load; its CPU counts from the ingest's start."""
+    project_log, ingest_log = logs / "kafka-live-project.log", logs / "kafka-live-ingest.log"
+    print(f"  {system}: {' '.join(project)} (running), then {' '.join(ingest)}",
+          file=sys.stderr, flush=True)
+    with project_log.open("wb") as plog, ingest_log.open("wb") as ilog:
+        projector = subprocess.Popen(project, env=env, stdout=plog, stderr=subprocess.STDOUT,
+                                     cwd=logs)
+        try:
+            # Started and subscribed. The topics are created by the ingest, and the
+            # consumer picks them up within its metadata refresh (2 s), while the ingest
+            # is still publishing.
+            _wait_for_line(project_log, "projector started", projector, 120.0)
+            watched = psutil.Process(projector.pid)
+            projector_before = _cpu_of(watched)
+            meter = Meter(server.postmaster_pid, broker_pid)
+            ingester = subprocess.Popen(ingest, env=env, stdout=ilog,
+                                        stderr=subprocess.STDOUT, cwd=logs)
+            ingest_usage = _wait(ingester, timeout)
+            ingest_seconds = meter.elapsed()
+            if ingester.returncode != 0:
+                raise _failed(f"{system}: ingest", ingester, ingest_seconds, ingest_log)
+            while not _snapshot_committed(server):
+                if projector.poll() is not None:
+                    raise _failed(f"{system}: project", projector, meter.elapsed(),
+                                  project_log)
+                if meter.elapsed() > timeout:
+                    raise SystemExit(f"{system}: snapshot not committed within {timeout:.0f}s;"
+                                     f" see {project_log}")
+                time.sleep(0.05)
+            seconds = meter.elapsed()
+            projector_cpu = _cpu_of(watched) - projector_before
+        finally:
+            if projector.poll() is None:
+                projector.terminate()
+        project_usage = _wait(projector, 60.0)
+    ingest_cpu = ingest_usage.ru_utime + ingest_usage.ru_stime
+    ingest_rss = ingest_usage.ru_maxrss * 1024 / MB
+    project_rss = project_usage.ru_maxrss * 1024 / MB
+    measurement = meter.finish(system, [*project, "&", *ingest], seconds=seconds,
+                               exit_code=0 if projector.returncode in (0, -15) else
+                               projector.returncode,
+                               client_peak_rss_mb=max(ingest_rss, project_rss),
+                               client_cpu=ingest_cpu + projector_cpu, log=str(project_log))
+    return measurement, {"ingest_seconds": round(ingest_seconds, 1),
+                         "ingest_peak_rss_mb": round(ingest_rss, 1),
+                         "project_peak_rss_mb": round(project_rss, 1),
+                         "ingest_cpu_seconds": round(ingest_cpu, 1),
+                         "project_cpu_seconds": round(projector_cpu, 1),
+                         "projector_exit_code": projector.returncode}
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -593,7 +738,7 @@ def export_commit(revision: str, into: Path) -> dict[str, Any]:
 
 
 def print_table(results: list[Result]) -> None:
-    print(f"\n{'system':<16}{'seconds':>9}{'rows/s':>10}{'client RSS MB':>15}"
+    print(f"\n{'system':<22}{'seconds':>9}{'rows/s':>10}{'client RSS MB':>15}"
           f"{'backend RSS MB':>16}{'CPU s':>8}{'other CPU':>11}")
     for result in results:
         # A load of several steps gets one line per step under its total.
@@ -603,20 +748,30 @@ def print_table(results: list[Result]) -> None:
         for label, item in lines:
             rps = f"{result.rows_per_second:>10,.0f}" if item is result else " " * 10
             backend = item.backend_peak_rss_mb
-            print(f"{label:<16}{item.seconds:>9.1f}{rps}{item.client_peak_rss_mb:>15.0f}"
+            print(f"{label:<22}{item.seconds:>9.1f}{rps}{item.client_peak_rss_mb:>15.0f}"
                   f"{'-' if backend is None else f'{backend:.0f}':>16}"
                   f"{item.cpu_seconds:>8.1f}{item.other_cpu_share:>11.0%}")
 
 
+#: Ours in the order each variant is compared with the ones before it.
+OURS = ("ours", "ours via Kafka", "ours via Kafka, live")
+FLOOR = "read-model floor"
+
+
 def ratios(results: list[Result]) -> dict[str, dict[str, float]]:
-    """Each of ours (embedded log, Kafka) against every other system in the run."""
+    """Each of ours against every baseline in the run and against the variants of ours
+    listed before it (Kafka against the embedded log, live against in turn); the floor
+    against the baselines."""
     out: dict[str, dict[str, float]] = {}
     for subject in results:
-        if not subject.system.startswith("ours"):
+        if subject.system not in (*OURS, FLOOR):
             continue
         for base in results:
-            # Kafka against the embedded log, not the other way round as well.
-            if base is subject or base.system == "ours via Kafka":
+            if base is subject or base.system in OURS and (
+                    subject.system == FLOOR
+                    or OURS.index(base.system) > OURS.index(subject.system)):
+                continue
+            if subject.system == FLOOR and base.system == FLOOR:
                 continue
             out[f"{subject.system}/{base.system}"] = {
                 "throughput_ratio": round(subject.rows_per_second / base.rows_per_second, 4),
@@ -625,7 +780,7 @@ def ratios(results: list[Result]) -> dict[str, dict[str, float]]:
     return out
 
 
-SYSTEMS = ("ours", "kafka", "copy", "sqlite-utils")
+SYSTEMS = ("ours", "kafka", "kafka-live", "copy", "sqlite-utils", "floor")
 
 
 def parse_systems(value: str) -> list[str]:
@@ -634,6 +789,8 @@ def parse_systems(value: str) -> list[str]:
     if unknown or not chosen:
         raise argparse.ArgumentTypeError(f"unknown system(s) {', '.join(unknown) or '(none)'}; "
                                          f"choose from {','.join(SYSTEMS)}")
+    if "floor" in chosen and "ours" not in chosen:
+        raise argparse.ArgumentTypeError("floor loads the rows ours has built: add ours")
     return chosen
 
 
@@ -721,13 +878,18 @@ def main(argv: list[str] | None = None) -> int:
         if "sqlite-utils" in args.systems:
             results.append(run_sqlite_utils(csv_path, rows, workdir=workdir, env=env,
                                             logs=logs, timeout=args.timeout))
-        if "kafka" in args.systems:
-            results.append(run_kafka(csv_path, rows, workdir=workdir, env=env, logs=logs,
-                                     timeout=args.timeout))
+        for live in (False, True):
+            if ("kafka-live" if live else "kafka") in args.systems:
+                results.append(run_kafka(csv_path, rows, workdir=workdir, env=env,
+                                         logs=logs, timeout=args.timeout, live=live))
         if "ours" in args.systems:
             results.append(run_ours(server, csv_path, rows, env=env, logs=logs,
                                     timeout=args.timeout))
-        order = {"ours": 0, "ours via Kafka": 1, "COPY": 2, "sqlite-utils": 3}
+        if "floor" in args.systems:
+            results.append(run_floor(server, rows, workdir=workdir, env=env, logs=logs,
+                                     timeout=args.timeout))
+        order = {name: rank for rank, name in
+                 enumerate((*OURS, FLOOR, "COPY", "sqlite-utils"))}
         results.sort(key=lambda r: order[r.system])
         for result in results:
             if result.verified_rows != rows:
@@ -750,12 +912,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: throughput ratio {ratio['throughput_ratio']:.3f} "
                   f"({name.split('/')[0]} takes {ratio['time_ratio']:.1f}x as long)")
         for result in results:
-            if result.system == "ours via Kafka":
+            if result.system.startswith("ours via Kafka"):
                 notes = result.notes
-                print(f"ours via Kafka: max lag during project "
+                print(f"{result.system}: max lag during project "
                       f"{notes['max_lag_during_project']}, lag after project "
                       f"{notes['lag_after_project']} (reached 0: {notes['reached_zero']}); "
                       f"broker peak RSS {notes['broker_peak_rss_mb']:.0f} MB")
+                if "ingest_seconds" in notes:
+                    print(f"{result.system}: the ingest took {notes['ingest_seconds']} s; "
+                          f"peak RSS ingester {notes['ingest_peak_rss_mb']:.0f} MB, "
+                          f"projector {notes['project_peak_rss_mb']:.0f} MB")
 
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         report = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
