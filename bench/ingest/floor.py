@@ -104,6 +104,7 @@ def prepare(server: Server, *, table: str, ranking: str, search_order: tuple[str
 
     order = ", ".join(f'"{c}"' for c in search_order)
     lines = [
+        "\\timing on",  # each statement's time, in the step's log
         f"SET maintenance_work_mem = '{MAINTENANCE_WORK_MEM}';",
         f"\\copy floor.{table} ({listed}) FROM {_quoted(folder / 'typed.csv')} "
         "WITH (FORMAT csv)",
