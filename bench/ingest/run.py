@@ -159,8 +159,14 @@ class BackendSampler(threading.Thread):
         self.peak_bytes = 0
         self.client_cpu: dict[int, float] = {}
         self.aux_cpu: dict[int, float] = {}
-        # Processes already running count from what they had used by now.
-        self._baseline = {child.pid: _cpu_of(child) for child in self.postmaster.children()}
+        # Processes already running count from what they had used by now (one that exits
+        # meanwhile, a backend closing, has nothing left to count).
+        self._baseline: dict[int, float] = {}
+        for child in self.postmaster.children():
+            try:
+                self._baseline[child.pid] = _cpu_of(child)
+            except psutil.Error:
+                continue
         self._stop_event = threading.Event()
 
     def run(self) -> None:
