@@ -45,6 +45,10 @@ RESERVED_COLUMNS = 9
 MAX_DATASET_COLUMNS = POSTGRES_MAX_COLUMNS - RESERVED_COLUMNS
 
 
+#: Each dataset's records travel on its own topic, named by this prefix and its id.
+DATASET_TOPIC_PREFIX = "stldata.dataset."
+
+
 class CatalogError(ConfigurationError):
     def __init__(self, path: Path | str, problem: str) -> None:
         super().__init__(f"catalog file {path}: {problem}")
@@ -194,7 +198,7 @@ class Dataset:
 
     @property
     def topic(self) -> str:
-        return f"stldata.dataset.{self.id}"
+        return DATASET_TOPIC_PREFIX + self.id
 
     def column(self, name: str) -> Column:
         for column in self.columns:

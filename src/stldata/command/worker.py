@@ -69,6 +69,9 @@ class ProgressProducer:
         self.inner.flush()
         self.report(False)
 
+    def newest_snapshot_id(self) -> int:
+        return self.inner.newest_snapshot_id()
+
     def close(self) -> None:
         self.inner.close()
 

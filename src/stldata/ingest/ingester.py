@@ -91,6 +91,17 @@ class IngestSummary:
                 f"{self.seconds:.1f}s")
 
 
+#: Moves the snapshot id counter past every id already used, on the log (``newest``) or
+#: in this database, when it is behind them; returns the new floor, or no row.
+_SKIP_USED_IDS = """
+    SELECT setval('snapshot_ids', used.id)
+    FROM (SELECT greatest(%(newest)s,
+                          (SELECT coalesce(max(id), 0) FROM snapshots),
+                          (SELECT coalesce(max(snapshot_id), 0) FROM ingest_runs)) AS id) used,
+         snapshot_ids counter
+    WHERE used.id > 0 AND (used.id > counter.last_value OR NOT counter.is_called)"""
+
+
 class Ingester:
     def __init__(self, settings: Settings, database: Database, producer: Producer) -> None:
         self.settings = settings
@@ -202,7 +213,16 @@ class Ingester:
         return with_types(dataset, pinned)
 
     def _start_run(self, dataset: Dataset, origin: str) -> int:
+        # A snapshot id must be new to the log as well as to this database: a Kafka log
+        # outlives the database, and a projector skips a commit whose id it has settled.
+        newest = self.producer.newest_snapshot_id()
         with self.database.transaction() as conn:
+            # Every id is taken under this lock, so moving the counter on cannot race.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('stldata.snapshot_ids'))")
+            moved = conn.execute(_SKIP_USED_IDS, {"newest": newest}).fetchone()
+            if moved is not None:
+                log.info("%s: snapshot ids continue after %d, the newest on the log or in "
+                         "the database", dataset.id, moved[0])
             row = conn.execute(
                 "INSERT INTO ingest_runs (snapshot_id, dataset_id, state, source) "
                 "VALUES (nextval('snapshot_ids'), %s, 'publishing', %s) RETURNING snapshot_id",

@@ -35,6 +35,11 @@ class Producer(Protocol):
     def flush(self) -> None:
         """Block until every queued message is durably on the log, or raise."""
 
+    def newest_snapshot_id(self) -> int:
+        """The highest snapshot id among the newest control events on the log (0 if
+        none). A log that outlives the database (Kafka) may hold ids that the database's
+        own counter has not reached: a new database, or one restored from a backup."""
+
     def close(self) -> None: ...
 
 
@@ -61,5 +66,8 @@ class Consumer(Protocol):
 
     def end_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         """The next offset to be written to each partition (for lag)."""
+
+    def topic_name(self, topic: str) -> str:
+        """The full name of a topic on the log (with the namespace prefix, if any)."""
 
     def close(self) -> None: ...

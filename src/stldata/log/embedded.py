@@ -94,6 +94,9 @@ class EmbeddedProducer:
         self._queue.clear()
         self._queued = 0
 
+    def newest_snapshot_id(self) -> int:
+        return 0  # the log lives in the database that numbers the snapshots
+
     def close(self) -> None:
         self._conn.close()
 
@@ -162,6 +165,9 @@ class EmbeddedConsumer:
             if rows:
                 self._positions[tp] = int(rows[-1][0]) + 1
         return out
+
+    def topic_name(self, topic: str) -> str:
+        return topic  # no namespaces: the embedded log belongs to one database
 
     def end_offsets(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         out: dict[TopicPartition, int] = {}

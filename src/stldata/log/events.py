@@ -8,7 +8,7 @@ commit event and every record it counts have arrived.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import orjson
@@ -110,10 +110,44 @@ class MalformedEvent(ValueError):
     """A message on the log is not an event this version understands."""
 
 
-def decode_event(value: bytes) -> Event:
+#: JSON types of the fields, by annotation: checked on decoding, so that a message with
+#: a field of the wrong type is a malformed event (a dead letter), not an error deep in
+#: the projection that would stop it at the same message on every restart.
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,), "str": (str,), "list[str]": (list,), "dict[str, Any]": (dict,),
+    "dict[str, str]": (dict,), "list[dict[str, Any]]": (list,),
+    "dict[str, dict[str, int]]": (dict,),
+}
+
+
+def _check_fields(cls: type[Event], body: dict[str, Any]) -> None:
+    for spec in fields(cls):
+        name = spec.name
+        if name not in body:
+            continue  # a missing field without a default fails in the constructor
+        value = body[name]
+        wanted = _JSON_TYPES[str(spec.type)]
+        # bool is an int in Python, not in the events.
+        if not isinstance(value, wanted) or isinstance(value, bool):
+            raise MalformedEvent(f"{cls.name} event: field {name!r} is "
+                                 f"{type(value).__name__}, not {wanted[0].__name__}")
+
+
+def decode_event(value: bytes | None) -> Event:
+    if value is None:
+        raise MalformedEvent("an empty message (a tombstone), not an event")
     try:
         body = orjson.loads(value)
-        cls = _EVENTS[body.pop("event")]
+    except orjson.JSONDecodeError as exc:
+        raise MalformedEvent(f"not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise MalformedEvent(f"a JSON {type(body).__name__}, not an event object")
+    name = body.pop("event", None)
+    cls = _EVENTS.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise MalformedEvent(f"not a known event: 'event' is {name!r}")
+    _check_fields(cls, body)
+    try:
         return cls(**body)
-    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-        raise MalformedEvent(f"not a known event: {exc!r}") from exc
+    except TypeError as exc:  # a field missing, or one this version does not know
+        raise MalformedEvent(f"{cls.name} event: {exc}") from exc

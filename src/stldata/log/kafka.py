@@ -33,6 +33,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from stldata.errors import StlDataError, TransientError
 from stldata.log.base import Message, OnAssign, OnRevoke, TopicPartition
+from stldata.log.events import CONTROL_TOPIC, MalformedEvent, decode_event
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,11 @@ def _client_id(role: str) -> str:
 
 def _describe(error: KafkaError) -> str:
     return f"{error.name()}: {error.str()}"
+
+
+#: Control events read for the newest snapshot id, per partition: a snapshot makes two or
+#: three, so this covers the last few hundred snapshots of every database on the log.
+CONTROL_TAIL = 1000
 
 
 class _Topics:
@@ -328,6 +334,49 @@ class KafkaProducer:
             raise KafkaDeliveryError(self.bootstrap, undelivered=failed, sent=sent,
                                      reason=reason)
 
+    def newest_snapshot_id(self) -> int:
+        """Read the newest control events (:data:`CONTROL_TAIL` per partition) with a
+        consumer of no group, which commits nothing and joins nothing."""
+        name = self._name(CONTROL_TOPIC)
+        timeout = min(30.0, self.flush_timeout)
+        reader = _CKConsumer({"bootstrap.servers": self.bootstrap,
+                              "client.id": _client_id("snapshot-ids"),
+                              "group.id": self._prefix + "stldata-snapshot-ids",
+                              "enable.auto.commit": False}, logger=_client_log)
+        try:
+            ends: dict[int, int] = {}
+            starts: list[_CKTopicPartition] = []
+            for partition in _topic_partitions(reader, name, timeout, self.bootstrap):
+                low, high = reader.get_watermark_offsets(_CKTopicPartition(name, partition),
+                                                         timeout=timeout)
+                if high > low:
+                    ends[partition] = high
+                    starts.append(_CKTopicPartition(name, partition,
+                                                    max(low, high - CONTROL_TAIL)))
+            reader.assign(starts)
+            newest, deadline = 0, time.monotonic() + timeout
+            while ends and time.monotonic() < deadline:
+                for message in reader.consume(num_messages=1000, timeout=1.0):
+                    if message.error() is not None:
+                        continue
+                    partition, offset = message.partition() or 0, message.offset() or 0
+                    if offset + 1 >= ends.get(partition, 0):
+                        ends.pop(partition, None)
+                    try:
+                        event = decode_event(message.value())
+                    except MalformedEvent:
+                        continue
+                    newest = max(newest, int(getattr(event, "snapshot_id", 0)))
+            if ends:
+                raise KafkaLogError(f"cannot read the newest events of {name} within "
+                                    f"{timeout:.0f}s", bootstrap=self.bootstrap)
+            return newest
+        except KafkaException as exc:
+            raise KafkaLogError(f"cannot read the newest events of {name}: {exc}",
+                                bootstrap=self.bootstrap) from exc
+        finally:
+            reader.close()
+
     def close(self) -> None:
         queued = self._producer.flush(min(self.flush_timeout, 30.0))
         if queued or self._failed:
@@ -388,6 +437,9 @@ class KafkaConsumer:
 
     def _name(self, topic: str) -> str:
         return self._prefix + topic
+
+    def topic_name(self, topic: str) -> str:
+        return self._name(topic)
 
     def _plain(self, name: str) -> str:
         return name[len(self._prefix):] if name.startswith(self._prefix) else name

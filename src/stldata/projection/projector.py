@@ -19,7 +19,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from stldata.catalog import Catalog, Dataset
+from stldata.catalog import DATASET_TOPIC_PREFIX, Catalog, Dataset
 from stldata.errors import StlDataError, TransientError, first_line
 from stldata.log.base import Consumer, Message, Producer, TopicPartition
 from stldata.log.events import (
@@ -187,7 +187,13 @@ class Projector:
             except MalformedEvent as exc:
                 dead.append((m, str(exc)))
                 continue
-            if isinstance(event, RecordPut) and event.dataset_id in self.catalog.datasets:
+            owner = m.topic.removeprefix(DATASET_TOPIC_PREFIX)
+            if isinstance(event, RecordPut | RowRejected) and event.dataset_id != owner:
+                # Counted with a snapshot of another dataset, it would leave that one
+                # waiting forever for a count it can never reach, or applied short.
+                dead.append((m, f"a {event.name} event of dataset {event.dataset_id!r} "
+                                f"on the topic of dataset {owner!r}"))
+            elif isinstance(event, RecordPut) and event.dataset_id in self.catalog.datasets:
                 records.append((log_position(m.partition, m.offset), event))
                 received[event.snapshot_id] += 1
             elif isinstance(event, RowRejected):
@@ -307,7 +313,9 @@ class Projector:
         log.error("message %s/%d@%d cannot be applied (%s); sent to %s", message.topic,
                   message.partition, message.offset, reason, DEAD_LETTER_TOPIC)
         self.dead_letters.send(DEAD_LETTER_TOPIC, message.value, key=message.key, headers={
-            "reason": reason.encode(), "topic": message.topic.encode(),
+            "reason": reason.encode(),
+            # The topic's full name, as a Kafka tool would look it up (with the prefix).
+            "topic": self.data.topic_name(message.topic).encode(),
             "partition": str(message.partition).encode(),
             "offset": str(message.offset).encode()})
         self.dead_letters.flush()
@@ -358,9 +366,20 @@ class Projector:
                              event.dataset_id, event.snapshot_id)
                     save_offsets(self.conn, self.group_id, [message])
                     return True
-                if not self._ready(event):
+                ready = self._ready(event)
+                if ready is None:
+                    # Applying it would serve records it does not hold; waiting would
+                    # stop every later snapshot behind it. It fails, loudly, instead.
+                    self._fail_snapshot(
+                        event.dataset_id, event.snapshot_id,
+                        f"more messages on the log carry snapshot id {event.snapshot_id} "
+                        f"than its commit counts ({event.message_count}): another "
+                        "publisher used the same id (a second database on this Kafka log, "
+                        "or a message written by hand); ingest the dataset again")
+                elif not ready:
                     return False
-                self._apply(event)
+                else:
+                    self._apply(event)
             elif isinstance(event, SnapshotAborted) and self._is_pending(event.snapshot_id):
                 sid = event.snapshot_id
                 try:
@@ -422,13 +441,14 @@ class Projector:
                                 (snapshot_id,)).fetchone()
         return row is None or row[0] == "pending"
 
-    def _ready(self, event: SnapshotCommitted) -> bool:
+    def _ready(self, event: SnapshotCommitted) -> bool | None:
+        """Whether every message the commit counts is staged; None when more are staged
+        than it counts: messages that this snapshot did not publish carry its id."""
         row = self.conn.execute("SELECT received FROM staged_counts WHERE snapshot_id = %s",
                                 (event.snapshot_id,)).fetchone()
         received = int(row[0]) if row else 0
         if received > event.message_count:
-            raise RuntimeError(f"snapshot {event.snapshot_id}: staged {received} messages "
-                               f"but its commit counts {event.message_count}")
+            return None
         return received == event.message_count
 
     def lag(self) -> int:

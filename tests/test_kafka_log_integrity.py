@@ -1,0 +1,160 @@
+"""Snapshot ids and stray messages on a Kafka log that outlives the database, or that
+holds messages no ingester of this database wrote: nothing already published is lost,
+and nothing stops the projector at the same message on every restart.
+
+Against the real test broker (``make test``), each test in a topic namespace of its own.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from stldata.log.events import CONTROL_TOPIC, RecordPut, SnapshotAborted
+from stldata.runtime import Runtime
+from test_kafka import first_dead_letters
+
+from conftest import (
+    CRIME_SAMPLES,
+    _fresh_database,
+    ingest,
+    open_kafka_runtime,
+    project,
+    query,
+    read_raw_csv,
+)
+
+JANUARY, JUNE = "january2017.csv", "june2018.csv"
+
+
+def month(tmp_path: Path, name: str) -> Path:
+    folder = tmp_path / name.removesuffix(".csv")
+    folder.mkdir()
+    shutil.copy(CRIME_SAMPLES / name, folder)
+    return folder
+
+
+def rows_in(name: str) -> int:
+    return len(read_raw_csv(CRIME_SAMPLES / name)[1])
+
+
+@pytest.fixture
+def second_runtime(server_url: str, tmp_path: Path, kafka_bootstrap: str,
+                   kafka_prefix: str) -> Iterator[Runtime]:
+    """Another new database on the same log (same broker, same topic namespace)."""
+    for url in _fresh_database(server_url):
+        yield open_kafka_runtime(url, tmp_path / "home-second", kafka_bootstrap, kafka_prefix)
+
+
+def send(runtime: Runtime, topic: str, *events: bytes) -> None:
+    producer = runtime.producer()
+    producer.ensure_topic(topic, runtime.settings.topic_partitions)
+    for value in events:
+        producer.send(topic, value, key=b"stray")
+    producer.flush()
+    producer.close()
+
+
+def stray_record(snapshot_id: int, dataset_id: str, **values: object) -> RecordPut:
+    return RecordPut(snapshot_id, dataset_id, key="STRAY-1", partition="stray.csv", line=2,
+                     hash="0" * 16, values=dict(values), source={}, issues=[])
+
+
+def test_a_new_database_on_an_existing_log_numbers_its_snapshots_after_the_log(
+        kafka_runtime: Runtime, second_runtime: Runtime, tmp_path: Path) -> None:
+    first = ingest(kafka_runtime, "slmpd-crime", month(tmp_path, JANUARY))
+    project(kafka_runtime)
+    assert first.snapshot_id == 1
+
+    # A second database on the same log (a rebuild, a restored backup, a new replica of
+    # the read side) ingests before it has read anything from the log: its counter is at
+    # 1, but 1 is taken on the log and the projector would skip that commit as settled.
+    second = ingest(second_runtime, "slmpd-crime", month(tmp_path, JUNE))
+    assert second.snapshot_id == 2
+    project(second_runtime)
+    project(kafka_runtime)
+
+    both = rows_in(JANUARY) + rows_in(JUNE)
+    for runtime in (kafka_runtime, second_runtime):
+        assert query(runtime, "SELECT id, status FROM snapshots ORDER BY id") == [
+            (1, "committed"), (2, "committed")]
+        assert query(runtime, "SELECT count(*) FROM ds_slmpd_crime")[0][0] == both
+
+    # Having read the log, the second database's next ids follow it as well.
+    again = ingest(second_runtime, "slmpd-crime", month(tmp_path, "may2017.csv"))
+    assert again.snapshot_id == 3
+
+
+def test_malformed_and_misplaced_records_are_dead_letters_not_a_stuck_projector(
+        kafka_runtime: Runtime, kafka_bootstrap: str, kafka_prefix: str,
+        tmp_path: Path) -> None:
+    topic = kafka_runtime.catalog.get("slmpd-crime").topic
+    not_an_object = orjson.loads(stray_record(1, "slmpd-crime").to_bytes())
+    not_an_object["values"] = "a string"
+    send(kafka_runtime, topic,
+         orjson.dumps(not_an_object),  # values must be an object
+         stray_record(1, "ucity-crime").to_bytes(),  # another dataset's record
+         orjson.dumps([1, 2, 3]),  # JSON, but not an event
+         orjson.dumps(SnapshotAborted(1, "slmpd-crime", "stray").__dict__))  # no 'event'
+
+    ingest(kafka_runtime, "slmpd-crime", month(tmp_path, JANUARY))
+    project(kafka_runtime)
+
+    # Snapshot 1 has exactly its own records: none of the strays counted towards it.
+    assert query(kafka_runtime, "SELECT id, status FROM snapshots") == [(1, "committed")]
+    assert query(kafka_runtime, "SELECT count(*) FROM ds_slmpd_crime")[0][0] == \
+        rows_in(JANUARY)
+
+    dead = first_dead_letters(kafka_bootstrap, kafka_prefix, 4)
+    reasons = sorted(m.headers["reason"].decode() for m in dead)
+    assert reasons == [
+        "a JSON list, not an event object",
+        "a record-put event of dataset 'ucity-crime' on the topic of dataset 'slmpd-crime'",
+        "not a known event: 'event' is None",
+        "record-put event: field 'values' is str, not dict",
+    ]
+    # The topic header is the topic's full name on the broker, namespace included.
+    assert {m.headers["topic"].decode() for m in dead} == {kafka_prefix + topic}
+
+
+def test_a_stray_record_with_a_snapshots_id_fails_that_snapshot_and_the_next_applies(
+        kafka_runtime: Runtime, tmp_path: Path) -> None:
+    # A record of the right dataset, on the right topic, carrying the id that the next
+    # ingest will take: the commit then counts one message fewer than are staged.
+    topic = kafka_runtime.catalog.get("slmpd-crime").topic
+    send(kafka_runtime, topic, stray_record(1, "slmpd-crime", complaint="STRAY").to_bytes())
+    folder = month(tmp_path, JANUARY)
+    ingest(kafka_runtime, "slmpd-crime", folder)
+    project(kafka_runtime)  # returns: the projector neither crashes nor waits
+
+    status, reason = query(kafka_runtime, "SELECT status, reason FROM snapshots")[0]
+    assert status == "aborted"
+    assert "more messages on the log carry snapshot id 1 than its commit counts" in reason
+    assert query(kafka_runtime, "SELECT count(*) FROM ds_slmpd_crime")[0][0] == 0
+
+    # The failed snapshot's files are forgotten: the same files publish again, and apply.
+    again = ingest(kafka_runtime, "slmpd-crime", folder)
+    project(kafka_runtime)
+    assert again.snapshot_id == 2
+    assert query(kafka_runtime, "SELECT count(*) FROM ds_slmpd_crime")[0][0] == \
+        rows_in(JANUARY)
+    assert query(kafka_runtime, "SELECT count(*) FROM ds_slmpd_crime "
+                                "WHERE complaint = 'STRAY'")[0][0] == 0
+
+
+def test_the_control_topic_tail_gives_the_newest_snapshot_id(kafka_runtime: Runtime) -> None:
+    producer = kafka_runtime.producer()
+    try:
+        assert producer.newest_snapshot_id() == 0  # no control topic yet
+        producer.ensure_topic(CONTROL_TOPIC, 1)
+        for sid in (7, 41, 12):
+            producer.send(CONTROL_TOPIC, SnapshotAborted(sid, "slmpd-crime", "x").to_bytes())
+        producer.send(CONTROL_TOPIC, b"not an event")
+        producer.flush()
+        assert producer.newest_snapshot_id() == 41
+    finally:
+        producer.close()
