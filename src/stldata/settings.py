@@ -6,6 +6,7 @@ working directory. ``README.md`` lists every setting; a test keeps that list com
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -15,6 +16,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The repository root when running from a checkout; the bundled catalog lives there.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+_BOOTSTRAP_SERVER = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(?P<port>\d{1,5})")
+_TOPIC_PREFIX = re.compile(r"[A-Za-z0-9._-]{0,100}")
 
 
 class Settings(BaseSettings):
@@ -50,7 +55,8 @@ class Settings(BaseSettings):
         1, ge=1, description="Replicas of each Kafka topic the log creates (3 in production)."
     )
     kafka_flush_timeout: float = Field(
-        120.0, gt=0, description="Seconds a Kafka flush waits for every message before failing."
+        120.0, ge=1, le=86400, allow_inf_nan=False,
+        description="Seconds a Kafka flush waits for every message before failing (1 to 86400)."
     )
     topic_partitions: int = Field(
         3, ge=1, description="Partitions of each dataset topic when the log creates it."
@@ -129,6 +135,27 @@ class Settings(BaseSettings):
 
             parse_many(value)  # raises ValueError naming what it cannot read
         return value.strip()
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _check_bootstrap(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None  # empty is unset: the embedded log
+        for server in value.split(","):
+            match = _BOOTSTRAP_SERVER.fullmatch(server.strip())
+            if not match or not 1 <= int(match["port"]) <= 65535:
+                raise ValueError(f"{server.strip()!r} is not host:port (port 1 to 65535); "
+                                 "list several servers separated by commas")
+        return value.strip()
+
+    @field_validator("kafka_topic_prefix")
+    @classmethod
+    def _check_topic_prefix(cls, value: str) -> str:
+        # Kafka's own rule for topic names, with room left for the names it prefixes.
+        if not _TOPIC_PREFIX.fullmatch(value):
+            raise ValueError(f"{value!r} may hold only ASCII letters, digits, '.', '_' and "
+                             "'-', at most 100 of them")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

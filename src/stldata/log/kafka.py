@@ -179,8 +179,12 @@ class _Topics:
             error = exc.args[0] if exc.args else None
             if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
                 return  # created meanwhile by another process: fine
-            raise KafkaLogError(f"cannot create topic {name}: {exc}",
-                                bootstrap=self._bootstrap) from exc
+            raise KafkaLogError(
+                f"cannot create topic {name} with {partitions} partition(s) (dataset "
+                f"topics take STLDATA_TOPIC_PARTITIONS) and replication factor "
+                f"{self._replication_factor} (STLDATA_KAFKA_REPLICATION_FACTOR): "
+                f"{_describe(error) if isinstance(error, KafkaError) else exc}",
+                bootstrap=self._bootstrap) from exc
         except TimeoutError as exc:
             raise KafkaLogError(f"creating topic {name} timed out after {self._timeout}s",
                                 bootstrap=self._bootstrap) from exc
