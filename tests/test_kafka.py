@@ -20,6 +20,7 @@ import pytest
 from stldata.log.base import Message, TopicPartition
 from stldata.log.events import CONTROL_TOPIC
 from stldata.log.kafka import (
+    MAX_MESSAGE_BYTES,
     KafkaConsumer,
     KafkaDeliveryError,
     KafkaLogError,
@@ -88,7 +89,7 @@ def test_a_rejected_message_fails_the_flush_and_the_producer_recovers(
     assert kafka_bootstrap in caught.value.message and "not delivered" in caught.value.message
 
     with pytest.raises(KafkaRejectedError):  # over the client's message.max.bytes
-        producer.send("small", b"x" * 2_000_000)
+        producer.send("small", b"x" * (MAX_MESSAGE_BYTES + 2 * 1024 * 1024))
     producer.send("small", b"after")  # a failed flush leaves the producer usable
     producer.flush()
     producer.close()

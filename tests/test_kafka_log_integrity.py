@@ -7,6 +7,8 @@ Against the real test broker (``make test``), each test in a topic namespace of 
 
 from __future__ import annotations
 
+import csv
+import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from stldata.errors import RecordRefused
 from stldata.log.events import CONTROL_TOPIC, RecordPut, SnapshotAborted
+from stldata.log.kafka import MAX_MESSAGE_BYTES
 from stldata.runtime import Runtime
 from test_kafka import first_dead_letters
 
@@ -158,3 +162,42 @@ def test_the_control_topic_tail_gives_the_newest_snapshot_id(kafka_runtime: Runt
         assert producer.newest_snapshot_id() == 41
     finally:
         producer.close()
+
+
+def with_long_description(tmp_path: Path, name: str, length: int) -> tuple[Path, str, str]:
+    """January 2017 with the first row's Description replaced by ``length`` characters that
+    do not compress; the folder, the row's complaint number and the new description."""
+    header, rows = read_raw_csv(CRIME_SAMPLES / JANUARY)
+    long_text = secrets.token_hex(length // 2)
+    rows[0][header.index("Description")] = long_text
+    folder = tmp_path / name
+    folder.mkdir()
+    with (folder / JANUARY).open("w", encoding="cp1252", newline="") as out:
+        csv.writer(out).writerows([header, *rows])
+    return folder, rows[0][header.index("Complaint")], long_text
+
+
+def test_a_record_of_megabytes_passes_and_one_over_the_limit_is_refused_by_name(
+        kafka_runtime: Runtime, tmp_path: Path) -> None:
+    # A cell of 3 MB: the record carries it twice (values and source), three times
+    # Kafka's default message limit; the log's topics take 16 MiB.
+    folder, complaint, text = with_long_description(tmp_path, "three-mb", 3_000_000)
+    ingest(kafka_runtime, "slmpd-crime", folder)
+    project(kafka_runtime)
+    assert query(kafka_runtime, "SELECT complaint FROM ds_slmpd_crime "
+                                "WHERE description = %s", (text,)) == [(complaint,)]
+    stored = query(kafka_runtime, "SELECT count(*) FROM ds_slmpd_crime")[0][0]
+    assert stored == rows_in(JANUARY)
+
+    # Twice 9 MB is over the limit: the ingest fails naming the row, the snapshot is
+    # aborted, and what was stored stays.
+    folder, complaint, _ = with_long_description(tmp_path, "nine-mb", 9_000_000)
+    with pytest.raises(RecordRefused) as refused:
+        ingest(kafka_runtime, "slmpd-crime", folder)
+    message = refused.value.message
+    assert message.startswith(f"{JANUARY} line 2 (key ") and complaint in message
+    assert f"(limit {MAX_MESSAGE_BYTES} bytes): MSG_SIZE_TOO_LARGE" in message
+    project(kafka_runtime)
+    assert query(kafka_runtime, "SELECT status FROM snapshots ORDER BY id") == [
+        ("committed",), ("aborted",)]
+    assert query(kafka_runtime, "SELECT count(*) FROM ds_slmpd_crime")[0][0] == stored

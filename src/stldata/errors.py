@@ -17,6 +17,11 @@ class StlDataError(Exception):
         self.message = message
 
 
+class RecordRefused(StlDataError):
+    """The log refused one record outright (over Kafka's message size limit, say); the
+    message names the record's file and line, since sending it again cannot help."""
+
+
 class ConfigurationError(StlDataError):
     """A setting or a catalog file is wrong; the user has to fix it."""
 

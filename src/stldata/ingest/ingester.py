@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stldata.catalog import Dataset
+from stldata.errors import RecordRefused, StlDataError
 from stldata.ingest.errors import EmptySourceError
 from stldata.ingest.infer import TypeInference
 from stldata.ingest.positions import position_text
@@ -342,10 +343,17 @@ class Ingester:
         for record in batch:
             if record.issues:
                 stats.with_issues += 1
-            self.producer.send(dataset.topic, RecordPut(
-                snapshot_id, dataset.id, record.key, file.partition, record.line, record.hash,
-                record.values, record.source, record.issue_dicts(row_position=row_positions),
-            ).to_bytes(), key=record.key.encode())
+            try:
+                self.producer.send(dataset.topic, RecordPut(
+                    snapshot_id, dataset.id, record.key, file.partition, record.line,
+                    record.hash, record.values, record.source,
+                    record.issue_dicts(row_position=row_positions),
+                ).to_bytes(), key=record.key.encode())
+            except StlDataError as exc:
+                if exc.transient:
+                    raise
+                raise RecordRefused(f"{file.partition} line {record.line} (key {record.key}): "
+                                    f"{exc.message}") from exc
         stats.published += len(batch)
         # No flush per batch: the producer bounds its own buffer (Kafka's send blocks when
         # it is full; the embedded log writes every few thousand messages), and the file's

@@ -121,6 +121,12 @@ def _describe(error: KafkaError) -> str:
     return f"{error.name()}: {error.str()}"
 
 
+#: The largest message the log writes: a record carries its cells twice (typed values and
+#: source text), so a cell of a few megabytes (a long description, a geometry) must fit.
+#: Kafka's own default is 1 MB; topics the log creates take this limit, and the producer's
+#: request limit is one megabyte above it for the batch around the message.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
 #: Control events read for the newest snapshot id, per partition: a snapshot makes two or
 #: three, so this covers the last few hundred snapshots of every database on the log.
 CONTROL_TAIL = 1000
@@ -143,6 +149,7 @@ class _Topics:
             "min.insync.replicas": str(max(1, min(2, replication_factor - 1))),
             # Batches arrive compressed; keep them as they are.
             "compression.type": "producer",
+            "max.message.bytes": str(MAX_MESSAGE_BYTES),
             **(config or {}),
         }
         self._known: dict[str, int] = {}
@@ -241,6 +248,7 @@ class KafkaProducer:
             "acks": "all",
             "linger.ms": linger_ms,
             "batch.size": 1_000_000,
+            "message.max.bytes": MAX_MESSAGE_BYTES + 1024 * 1024,
             "compression.type": compression,
             "queue.buffering.max.messages": buffer_max_messages,
             "queue.buffering.max.kbytes": buffer_max_kbytes,
@@ -297,8 +305,9 @@ class KafkaProducer:
                 self._check_fatal()
                 error = exc.args[0] if exc.args else None
                 reason = _describe(error) if isinstance(error, KafkaError) else str(exc)
-                raise KafkaRejectedError(f"cannot send a {len(value)}-byte message to {name}: "
-                                         f"{reason}", bootstrap=self.bootstrap) from exc
+                raise KafkaRejectedError(f"cannot send a {len(value)}-byte message to {name} "
+                                         f"(limit {MAX_MESSAGE_BYTES} bytes): {reason}",
+                                         bootstrap=self.bootstrap) from exc
             except BufferError:
                 # The local buffer is full: wait for deliveries instead of dropping.
                 self._check_fatal()
