@@ -167,8 +167,8 @@ def test_datasets_listing_landing_page_docs_and_health(client: Any) -> None:
     assert "/api/v1/datasets/slmpd-crime/records" in landing and "/docs" in landing
 
     health = client.get("/health").get_json()
-    assert health == {"status": "ok", "database": "ok", "log_backend": "embedded",
-                      "log_lag": 0}
+    assert health == {"status": "ok", "database": "ok", "log": "ok",
+                      "log_backend": "embedded", "log_lag": 0}
 
 
 def test_csb_statuses_and_local_times(client: Any) -> None:

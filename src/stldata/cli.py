@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from stldata.errors import StlDataError, first_line
+from stldata.errors import StlDataError, TransientError, first_line
 from stldata.logconfig import configure_logging
 from stldata.settings import get_settings
 
@@ -361,6 +361,12 @@ def up(port: int | None, no_ingest: bool, command_port: int | None) -> None:
         # Another projector (`stldata add`, say) stored offsets first: it applies those
         # messages, and the projector thread below resumes after them.
         log.warning("%s; another projector took over, resuming from its offsets", exc)
+    except TransientError as exc:
+        # The read model is in PostgreSQL: a broker that is down must not keep it from
+        # being served. The projector thread below retries until the log is back.
+        log.warning("cannot catch up with the event log before serving (%s); serving "
+                    "what is stored, and the projector keeps trying in the background",
+                    exc.message)
     finally:
         projector.close()
     # The watch keeps why the projector thread died, if it does; /health reports it.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +35,7 @@ from stldata.api.records import register as register_records
 from stldata.api.soql_routes import register as register_soql
 from stldata.api.uri_limit import refuse_long_uris, refuse_undecodable_parameters
 from stldata.catalog import Dataset
+from stldata.errors import StlDataError
 from stldata.log.factory import backend_name
 from stldata.runtime import Runtime
 from stldata.store.column_types import with_types
@@ -80,6 +82,8 @@ class ReadModel:
         self.metadata = sa.MetaData()
         self._lag_lock = threading.Lock()
         self._consumers: Any = None
+        #: Until when, and why, the log could not be read: probes meanwhile answer at once.
+        self._lag_failure: tuple[float, str] | None = None
 
     @contextmanager
     def connect(self) -> Iterator[sa.Connection]:
@@ -144,16 +148,43 @@ class ReadModel:
             "links": {"self": base, "records": base + "/records"},
         }
 
-    def lag(self) -> int | None:
+    def lag(self) -> int:
+        """Messages on the log not yet applied; raises :class:`LogUnavailable` saying why
+        when the log cannot be read (a broker down takes its client's whole timeout, so a
+        failure is remembered for :data:`LAG_RETRY_SECONDS`, and a probe that finds
+        another one reading the lag does not queue behind it)."""
         from stldata.projection.projector import GROUP_ID, log_lag
 
-        with self._lag_lock:
+        if not self._lag_lock.acquire(timeout=LAG_WAIT_SECONDS):
+            raise LogUnavailable("another request is still reading the log's lag")
+        try:
+            if self._lag_failure and time.monotonic() < self._lag_failure[0]:
+                raise LogUnavailable(self._lag_failure[1])
             if self._consumers is None:
                 self._consumers = (self.runtime.consumer(GROUP_ID),
                                    self.runtime.consumer(GROUP_ID + "-control"))
             data, control = self._consumers
-            with self.runtime.database.connect() as conn:
-                return log_lag(conn, data, control, [d.topic for d in self.runtime.catalog])
+            try:
+                with self.runtime.database.connect() as conn:
+                    lag = log_lag(conn, data, control,
+                                  [d.topic for d in self.runtime.catalog])
+            except StlDataError as exc:
+                self._lag_failure = (time.monotonic() + LAG_RETRY_SECONDS, exc.message)
+                raise LogUnavailable(exc.message) from exc
+            self._lag_failure = None
+            return lag
+        finally:
+            self._lag_lock.release()
+
+
+#: How long /health waits for another request that is reading the log's lag.
+LAG_WAIT_SECONDS = 1.0
+#: How long a failure to read the log's lag stands before the log is asked again.
+LAG_RETRY_SECONDS = 15.0
+
+
+class LogUnavailable(Exception):
+    """The log's lag cannot be read now; the message says why."""
 
 
 # APIFlask registers a response schema that is also nested in another one twice, under
@@ -236,12 +267,16 @@ def create_app(runtime: Runtime) -> APIFlask:
         except sa.exc.OperationalError:
             return {"status": "unavailable", "database": "unreachable",
                     "log_backend": backend_name(runtime.settings), "log_lag": None}, 503
+        lag: int | None = None
         try:
-            lag: int | None = model.lag()
+            lag, log_state = model.lag(), "ok"
+        except LogUnavailable as exc:
+            # The read side still serves what is stored: ok, with the log's state said.
+            log_state = str(exc)
         except Exception:
             log.warning("could not compute log lag", exc_info=True)
-            lag = None
-        body = {"status": "ok", "database": "ok",
+            log_state = "the log's lag could not be read (see the server log)"
+        body = {"status": "ok", "database": "ok", "log": log_state,
                 "log_backend": backend_name(runtime.settings), "log_lag": lag}
         # Set by `stldata up`, which runs the projector in a thread of this process: when
         # that thread died, new snapshots are no longer applied, so the service is not ok.

@@ -105,6 +105,9 @@ class RecordOut(Schema):
 class Health(Schema):
     status = fields.String(metadata={"example": "ok"})
     database = fields.String()
+    log = fields.String(metadata={
+        "description": "`ok` when the log's lag was read, else why it could not be (a "
+                       "broker down, say); the read API serves what is stored meanwhile."})
     log_backend = fields.String()
     log_lag = fields.Integer(allow_none=True, metadata={
         "description": "Messages on the log not yet applied to the read model."})
