@@ -15,11 +15,14 @@ from pathlib import Path
 
 import orjson
 import pytest
+from click.testing import CliRunner
 
+from stldata.cli import main
 from stldata.errors import RecordRefused
 from stldata.log.events import CONTROL_TOPIC, RecordPut, SnapshotAborted
 from stldata.log.kafka import MAX_MESSAGE_BYTES
 from stldata.runtime import Runtime
+from stldata.settings import get_settings
 from test_kafka import first_dead_letters
 
 from conftest import (
@@ -95,7 +98,7 @@ def test_a_new_database_on_an_existing_log_numbers_its_snapshots_after_the_log(
 
 def test_malformed_and_misplaced_records_are_dead_letters_not_a_stuck_projector(
         kafka_runtime: Runtime, kafka_bootstrap: str, kafka_prefix: str,
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     topic = kafka_runtime.catalog.get("slmpd-crime").topic
     not_an_object = orjson.loads(stray_record(1, "slmpd-crime").to_bytes())
     not_an_object["values"] = "a string"
@@ -123,6 +126,26 @@ def test_malformed_and_misplaced_records_are_dead_letters_not_a_stuck_projector(
     ]
     # The topic header is the topic's full name on the broker, namespace included.
     assert {m.headers["topic"].decode() for m in dead} == {kafka_prefix + topic}
+
+    # `stldata status` counts them, and the dataset's own lag is 0.
+    for name, value in (("HOME", str(tmp_path / "home-status")),
+                        ("DATABASE_URL", kafka_runtime.database.url),
+                        ("KAFKA_BOOTSTRAP", kafka_bootstrap),
+                        ("KAFKA_TOPIC_PREFIX", kafka_prefix)):
+        monkeypatch.setenv(f"STLDATA_{name}", value)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(main, ["status"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    crime = next(line for line in lines if line.startswith("slmpd-crime "))
+    assert crime.split()[-2:] == ["lag", "0"]
+    assert lines[-2:] == [
+        "control events not yet applied: 0",
+        "dead letters: 4 (messages the projector could not apply, with the reason in a "
+        f"header; topic {kafka_prefix}stldata.dead-letter)"]
 
 
 def test_a_stray_record_with_a_snapshots_id_fails_that_snapshot_and_the_next_applies(

@@ -405,26 +405,41 @@ def _start_command_api(rt: Any, port: int) -> Any:
 
 @main.command()
 def status() -> None:
-    """Show, per dataset, the last committed snapshot and the log lag."""
-    from stldata.projection.projector import GROUP_ID, log_lag
+    """Show, per dataset, the last committed snapshot and the log lag; then the control
+    topic's lag and the dead letters."""
+    from stldata.projection.projector import (
+        DEAD_LETTER_TOPIC,
+        GROUP_ID,
+        dead_letter_count,
+        log_lag,
+    )
 
     rt = _runtime()
-    with rt.database.connect() as conn:
-        rows = conn.execute(
-            "SELECT dataset_id, max(id) FILTER (WHERE status = 'committed'), "
-            "count(*) FILTER (WHERE status = 'pending') FROM snapshots GROUP BY dataset_id"
-        ).fetchall()
-        last = {str(r[0]): (r[1], r[2]) for r in rows}
-        width = max((len(d.id) for d in rt.catalog), default=0)  # columns line up
-        for dataset in rt.catalog:
-            data = rt.consumer(GROUP_ID)
-            control = rt.consumer(GROUP_ID + "-control")
-            lag = log_lag(conn, data, control, [dataset.topic])
-            snap, pending = last.get(dataset.id, (None, 0))
-            click.echo(f"{dataset.id:{width}}  last snapshot {snap or '-':>6}  "
-                       f"pending {pending}  lag {lag}")
-            data.close()
-            control.close()
+    data = rt.consumer(GROUP_ID)
+    control = rt.consumer(GROUP_ID + "-control")
+    try:
+        with rt.database.connect() as conn:
+            rows = conn.execute(
+                "SELECT dataset_id, max(id) FILTER (WHERE status = 'committed'), "
+                "count(*) FILTER (WHERE status = 'pending') FROM snapshots "
+                "GROUP BY dataset_id").fetchall()
+            last = {str(r[0]): (r[1], r[2]) for r in rows}
+            width = max((len(d.id) for d in rt.catalog), default=0)  # columns line up
+            for dataset in rt.catalog:
+                # The dataset's own topic: the control topic is shared, and said once below.
+                lag = log_lag(conn, data, None, [dataset.topic])
+                snap, pending = last.get(dataset.id, (None, 0))
+                click.echo(f"{dataset.id:{width}}  last snapshot {snap or '-':>6}  "
+                           f"pending {pending}  lag {lag}")
+            control_lag = log_lag(conn, data, control, [])
+        dead = dead_letter_count(data)
+        click.echo(f"control events not yet applied: {control_lag}")
+        click.echo(f"dead letters: {dead}" + (
+            f" (messages the projector could not apply, with the reason in a header; "
+            f"topic {data.topic_name(DEAD_LETTER_TOPIC)})" if dead else ""))
+    finally:
+        data.close()
+        control.close()
 
 
 if __name__ == "__main__":

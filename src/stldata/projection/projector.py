@@ -470,15 +470,23 @@ def _table_owner(dataset_id: str) -> Dataset:
                    source=Source(url=""), columns=(), key=())
 
 
-def log_lag(conn: Conn, data: Consumer, control: Consumer, topics: list[str],
+def log_lag(conn: Conn, data: Consumer, control: Consumer | None, topics: list[str],
             group_id: str = GROUP_ID) -> int:
+    """Messages on ``topics`` (and on the control topic, unless ``control`` is None) that
+    the projector group has not applied yet."""
     partitions = [tp for t in topics for tp in data.partitions(t)]
     ends = data.end_offsets(partitions)
-    control_parts = control.partitions(CONTROL_TOPIC)
-    ends.update(control.end_offsets(control_parts))
+    control_parts = control.partitions(CONTROL_TOPIC) if control else []
+    if control:
+        ends.update(control.end_offsets(control_parts))
     with conn.transaction():
         committed = load_offsets(conn, group_id, [*partitions, *control_parts])
     return sum(max(0, ends[tp] - committed[tp]) for tp in ends)
+
+
+def dead_letter_count(data: Consumer) -> int:
+    """Messages ever written to the dead-letter topic (0 if it does not exist)."""
+    return sum(data.end_offsets(data.partitions(DEAD_LETTER_TOPIC)).values())
 
 
 def run_supervised(make: Callable[[], Projector], *, stop: threading.Event,
