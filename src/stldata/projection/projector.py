@@ -514,6 +514,11 @@ def run_supervised(make: Callable[[], Projector], *, stop: threading.Event,
                 # offsets first and applies what they carry: a normal hand-over.
                 log.warning("projector handed over: %s; a new one resumes from the stored "
                             "offsets in %.0fs", exc, backoff)
+            elif isinstance(exc, psycopg.OperationalError):
+                # psycopg's text ("terminating connection due to administrator command")
+                # does not say which server went away.
+                log.error("projector lost PostgreSQL: %s; a new one starts in %.0fs",
+                          first_line(exc), backoff)
             else:
                 log.error("projector failed: %s; a new one starts in %.0fs", exc, backoff)
         finally:
