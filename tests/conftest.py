@@ -21,12 +21,14 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner, Result
 
 from stldata.api.app import create_app
 from stldata.catalog import Catalog
+from stldata.cli import main as cli_main
 from stldata.ingest.ingester import Ingester, IngestSummary
 from stldata.runtime import Runtime
-from stldata.settings import PROJECT_ROOT, Settings
+from stldata.settings import PROJECT_ROOT, Settings, get_settings
 from stldata.store.database import Database
 from stldata.store.migrate import upgrade
 
@@ -150,6 +152,18 @@ def read_raw_csv(path: Path) -> tuple[list[str], list[list[str]]]:
         data = data[3:]
     rows = list(csv.reader(data.decode("cp1252").splitlines()))
     return rows[0], [r for r in rows[1:] if r]
+
+
+def invoke_cli(monkeypatch: pytest.MonkeyPatch, args: list[str], **settings: str) -> Result:
+    """Run an ``stldata`` command in this process with ``STLDATA_<NAME>`` settings set
+    (and read afresh: the settings are cached per process)."""
+    for name, value in settings.items():
+        monkeypatch.setenv(f"STLDATA_{name}", value)
+    get_settings.cache_clear()
+    try:
+        return CliRunner().invoke(cli_main, args)
+    finally:
+        get_settings.cache_clear()
 
 
 def query(runtime: Runtime, sql: str, params: tuple[object, ...] = ()) -> list[tuple]:  # type: ignore[type-arg]

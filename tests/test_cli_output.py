@@ -8,26 +8,28 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from stldata.cli import main
 from stldata.runtime import Runtime
-from stldata.settings import PROJECT_ROOT, get_settings
+from stldata.settings import PROJECT_ROOT
 
-from conftest import Spawned, free_port, ingest, project, query, stldata_env, wait_for
+from conftest import (
+    Spawned,
+    free_port,
+    ingest,
+    invoke_cli,
+    project,
+    query,
+    stldata_env,
+    wait_for,
+)
 
 
 def test_status_columns_line_up_for_long_ids(runtime: Runtime,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     ingest(runtime, "csb-311")
     project(runtime)
-    monkeypatch.setenv("STLDATA_HOME", str(runtime.settings.home))
-    monkeypatch.setenv("STLDATA_DATABASE_URL", runtime.database.url)
-    get_settings.cache_clear()
-    try:
-        result = CliRunner().invoke(main, ["status"])
-    finally:
-        get_settings.cache_clear()
+    result = invoke_cli(monkeypatch, ["status"], HOME=str(runtime.settings.home),
+                        DATABASE_URL=runtime.database.url)
     assert result.exit_code == 0, result.output
     *lines, control, dead = result.stdout.splitlines()  # log lines go to stderr
     assert (control, dead) == ("control events not yet applied: 0", "dead letters: 0")

@@ -15,20 +15,18 @@ from pathlib import Path
 
 import orjson
 import pytest
-from click.testing import CliRunner
 
-from stldata.cli import main
 from stldata.errors import RecordRefused
 from stldata.log.events import CONTROL_TOPIC, RecordPut, SnapshotAborted
 from stldata.log.kafka import MAX_MESSAGE_BYTES
 from stldata.runtime import Runtime
-from stldata.settings import get_settings
 from test_kafka import first_dead_letters
 
 from conftest import (
     CRIME_SAMPLES,
     _fresh_database,
     ingest,
+    invoke_cli,
     open_kafka_runtime,
     project,
     query,
@@ -128,16 +126,9 @@ def test_malformed_and_misplaced_records_are_dead_letters_not_a_stuck_projector(
     assert {m.headers["topic"].decode() for m in dead} == {kafka_prefix + topic}
 
     # `stldata status` counts them, and the dataset's own lag is 0.
-    for name, value in (("HOME", str(tmp_path / "home-status")),
-                        ("DATABASE_URL", kafka_runtime.database.url),
-                        ("KAFKA_BOOTSTRAP", kafka_bootstrap),
-                        ("KAFKA_TOPIC_PREFIX", kafka_prefix)):
-        monkeypatch.setenv(f"STLDATA_{name}", value)
-    get_settings.cache_clear()
-    try:
-        result = CliRunner().invoke(main, ["status"])
-    finally:
-        get_settings.cache_clear()
+    result = invoke_cli(monkeypatch, ["status"], HOME=str(tmp_path / "home-status"),
+                        DATABASE_URL=kafka_runtime.database.url,
+                        KAFKA_BOOTSTRAP=kafka_bootstrap, KAFKA_TOPIC_PREFIX=kafka_prefix)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     crime = next(line for line in lines if line.startswith("slmpd-crime "))

@@ -4,10 +4,10 @@ rather than failing later as a client error that names no setting. No broker nee
 from __future__ import annotations
 
 import pytest
-from click.testing import CliRunner
 
-from stldata.cli import main
-from stldata.settings import Settings, get_settings
+from stldata.settings import Settings
+
+from conftest import invoke_cli
 
 
 @pytest.mark.parametrize(("name", "value", "says"), [
@@ -24,12 +24,7 @@ from stldata.settings import Settings, get_settings
 ])
 def test_bad_kafka_settings_are_named(monkeypatch: pytest.MonkeyPatch, name: str, value: str,
                                       says: str) -> None:
-    monkeypatch.setenv(f"STLDATA_{name}", value)
-    get_settings.cache_clear()
-    try:
-        result = CliRunner().invoke(main, ["datasets"])
-    finally:
-        get_settings.cache_clear()
+    result = invoke_cli(monkeypatch, ["datasets"], **{name: value})
     assert result.exit_code == 1
     assert f"invalid setting: STLDATA_{name}" in result.output
     assert says in result.output

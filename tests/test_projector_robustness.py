@@ -31,7 +31,7 @@ from stldata.settings import Settings, get_settings
 from stldata.store.database import Database, is_connection_error
 from stldata.store.migrate import upgrade
 
-from conftest import ingest, query
+from conftest import ingest, invoke_cli, query
 
 WARDS_TOML = """
 id = "wards"
@@ -366,17 +366,11 @@ def test_a_refused_statement_is_not_a_connection_error(runtime: Runtime) -> None
 def test_the_cli_tells_a_refused_statement_from_an_unreachable_server(
         runtime: Runtime, catalog_dir: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("STLDATA_CATALOG_DIR", str(catalog_dir))
-    monkeypatch.setenv("STLDATA_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("STLDATA_DATABASE_URL", runtime.database.url)
     with runtime.database.connect() as conn:
         conn.execute("DROP TABLE snapshots CASCADE")  # a read model someone broke
         conn.commit()
-    get_settings.cache_clear()
-    try:
-        result = CliRunner().invoke(main, ["status"])
-    finally:
-        get_settings.cache_clear()
+    result = invoke_cli(monkeypatch, ["status"], CATALOG_DIR=str(catalog_dir),
+                        HOME=str(tmp_path / "home"), DATABASE_URL=runtime.database.url)
     assert result.exit_code == 1, result.output
     assert result.output.strip() == ('error: PostgreSQL refused a statement: relation '
                                       '"snapshots" does not exist')

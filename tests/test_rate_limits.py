@@ -10,16 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
 from stldata.api.app import create_app
-from stldata.cli import main
 from stldata.command.app import create_command_app
 from stldata.command.keys import KeyStore
 from stldata.runtime import Runtime
-from stldata.settings import get_settings
 
-from conftest import Spawned, free_port, stldata_env, wait_for
+from conftest import Spawned, free_port, invoke_cli, stldata_env, wait_for
 
 DATASETS = "/api/v1/datasets"
 
@@ -126,12 +123,7 @@ def test_command_api_limits_each_client(runtime: Runtime) -> None:
 
 
 def test_bad_limit_setting_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("STLDATA_COMMAND_RATE_LIMIT", "lots per minute")
-    get_settings.cache_clear()
-    try:
-        result = CliRunner().invoke(main, ["datasets"])
-    finally:
-        get_settings.cache_clear()
+    result = invoke_cli(monkeypatch, ["datasets"], COMMAND_RATE_LIMIT="lots per minute")
     assert result.exit_code == 1
     assert "invalid setting: STLDATA_COMMAND_RATE_LIMIT" in result.output
     assert "lots per minute" in result.output
