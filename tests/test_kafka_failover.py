@@ -17,6 +17,7 @@ from stldata.log.events import CONTROL_TOPIC
 from stldata.log.kafka import KafkaConsumer
 from stldata.projection.projector import GROUP_ID, Projector
 from stldata.runtime import Runtime
+from stldata.store.identity import read_model_id
 
 from conftest import (
     CRIME_SAMPLES,
@@ -64,7 +65,10 @@ def test_survivor_takes_over_a_killed_projector_exactly(kafka_runtime: Runtime,
 
     env = stldata_env(rt, tmp_path / "home", STLDATA_BATCH_SIZE="100",
                       STLDATA_POLL_INTERVAL="0.05")
-    data_group, control_group = prefix + GROUP_ID, prefix + GROUP_ID + "-control"
+    # The groups on the broker are named after this database's read model.
+    model = read_model_id(rt.database)
+    data_group, control_group = (f"{prefix}{GROUP_ID}.{model}",
+                                 f"{prefix}{GROUP_ID}-control.{model}")
     # One after the other: starting together is test_projectors_start_together's subject.
     first = Spawned(["project"], env, tmp_path / "projector-0.log")
     wait_for("the first projector", lambda: "projector started" in first.text(), 60, first)

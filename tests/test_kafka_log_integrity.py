@@ -8,8 +8,11 @@ Against the real test broker (``make test``), each test in a topic namespace of 
 from __future__ import annotations
 
 import csv
+import logging
 import secrets
 import shutil
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,8 +20,16 @@ import orjson
 import pytest
 
 from stldata.errors import RecordRefused
-from stldata.log.events import CONTROL_TOPIC, RecordPut, SnapshotAborted
-from stldata.log.kafka import MAX_MESSAGE_BYTES
+from stldata.log.events import (
+    CONTROL_TOPIC,
+    RecordPut,
+    SnapshotAborted,
+    SnapshotCommitted,
+    SnapshotStarted,
+)
+from stldata.log.kafka import MAX_RECORD_BYTES
+from stldata.projection import projector as projector_module
+from stldata.projection.projector import DEAD_LETTER_MAX_BYTES, run_supervised
 from stldata.runtime import Runtime
 from test_kafka import first_dead_letters
 
@@ -57,7 +68,8 @@ def second_runtime(server_url: str, tmp_path: Path, kafka_bootstrap: str,
 
 def send(runtime: Runtime, topic: str, *events: bytes) -> None:
     producer = runtime.producer()
-    producer.ensure_topic(topic, runtime.settings.topic_partitions)
+    producer.ensure_topic(topic, 1 if topic == CONTROL_TOPIC
+                          else runtime.settings.topic_partitions)
     for value in events:
         producer.send(topic, value, key=b"stray")
     producer.flush()
@@ -139,6 +151,38 @@ def test_malformed_and_misplaced_records_are_dead_letters_not_a_stuck_projector(
         f"header; topic {kafka_prefix}stldata.dead-letter)"]
 
 
+def test_out_of_range_misdated_misplaced_and_huge_messages_are_dead_letters(
+        kafka_runtime: Runtime, kafka_bootstrap: str, kafka_prefix: str,
+        tmp_path: Path) -> None:
+    topic = kafka_runtime.catalog.get("slmpd-crime").topic
+    huge = orjson.loads(stray_record(1, "slmpd-crime").to_bytes())
+    huge["snapshot_id"] = 2**63  # over PostgreSQL's bigint
+    send(kafka_runtime, topic, orjson.dumps(huge),
+         secrets.token_bytes(MAX_RECORD_BYTES - 100))  # garbage just under the limit
+    misdated = SnapshotStarted(9, "slmpd-crime", "full", [], "x", "yesterday")
+    send(kafka_runtime, CONTROL_TOPIC, misdated.to_bytes(),
+         stray_record(9, "slmpd-crime").to_bytes())  # a record on the control topic
+
+    ingest(kafka_runtime, "slmpd-crime", month(tmp_path, JANUARY))
+    project(kafka_runtime)
+    # None of them stopped the projector, and none took the id counter with it.
+    assert query(kafka_runtime, "SELECT id, status FROM snapshots") == [(1, "committed")]
+    assert query(kafka_runtime, "SELECT count(*) FROM ds_slmpd_crime")[0][0] == \
+        rows_in(JANUARY)
+
+    dead = {m.headers["reason"].decode().split(":")[0]: m
+            for m in first_dead_letters(kafka_bootstrap, kafka_prefix, 4)}
+    assert sorted(dead) == ["not JSON", "record-put event",
+                            "snapshot-started event", "unexpected record-put event on the "
+                                                      "control topic"]
+    assert b"outside 1 to" in dead["record-put event"].headers["reason"]
+    assert b"'yesterday' is not an ISO 8601 time" in \
+        dead["snapshot-started event"].headers["reason"]
+    garbage = dead["not JSON"]
+    assert len(garbage.value) == DEAD_LETTER_MAX_BYTES
+    assert garbage.headers["truncated_from"] == str(MAX_RECORD_BYTES - 100).encode()
+
+
 def test_a_stray_record_with_a_snapshots_id_fails_that_snapshot_and_the_next_applies(
         kafka_runtime: Runtime, tmp_path: Path) -> None:
     # A record of the right dataset, on the right topic, carrying the id that the next
@@ -210,8 +254,72 @@ def test_a_record_of_megabytes_passes_and_one_over_the_limit_is_refused_by_name(
         ingest(kafka_runtime, "slmpd-crime", folder)
     message = refused.value.message
     assert message.startswith(f"{JANUARY} line 2 (key ") and complaint in message
-    assert f"(limit {MAX_MESSAGE_BYTES} bytes): MSG_SIZE_TOO_LARGE" in message
+    assert f"-byte message to {kafka_runtime.settings.kafka_topic_prefix}" in message
+    assert message.endswith(f"(limit {MAX_RECORD_BYTES} bytes)")
     project(kafka_runtime)
     assert query(kafka_runtime, "SELECT status FROM snapshots ORDER BY id") == [
         ("committed",), ("aborted",)]
     assert query(kafka_runtime, "SELECT count(*) FROM ds_slmpd_crime")[0][0] == stored
+
+
+def waiting(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "stldata.projection.projector" and r.levelno == logging.WARNING]
+
+
+def test_a_commit_whose_records_never_come_is_reported(
+        kafka_runtime: Runtime, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(projector_module, "WAITING_NOTICE_SECONDS", 0.0)
+    commit = SnapshotCommitted(500, "metro-routes", record_count=3, message_count=3,
+                               rows_read=3, quarantined=0, source="by hand",
+                               fetched_at="2026-12-05T00:00:00+00:00", sha256="0" * 64)
+    send(kafka_runtime, CONTROL_TOPIC, commit.to_bytes())
+
+    projector = kafka_runtime.projector()
+    try:
+        projector.prepare()
+        with caplog.at_level(logging.WARNING, logger="stldata.projection.projector"):
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not waiting(caplog):
+                projector.step()
+                time.sleep(0.1)
+    finally:
+        projector.close()
+    assert waiting(caplog)[0].startswith(
+        "metro-routes: snapshot 500 is committed on the log but only 0 of its 3 messages "
+        "have arrived after ")
+
+
+def crime_rows(runtime: Runtime) -> int:
+    """Rows of the crime table, or -1 before that database's projector has made it."""
+    if not query(runtime, "SELECT to_regclass('ds_slmpd_crime') IS NOT NULL")[0][0]:
+        return -1
+    return int(query(runtime, "SELECT count(*) FROM ds_slmpd_crime")[0][0])
+
+
+def test_two_databases_on_one_log_each_read_every_partition(
+        kafka_runtime: Runtime, second_runtime: Runtime, tmp_path: Path) -> None:
+    # Two read sides project the same log at the same time: with one consumer group
+    # between them, each would get some of the partitions and miss the others' records.
+    stop = threading.Event()
+    threads = [threading.Thread(target=run_supervised, args=(runtime.projector,),
+                                kwargs={"stop": stop}, daemon=True)
+               for runtime in (kafka_runtime, second_runtime)]
+    for thread in threads:
+        thread.start()
+    try:
+        ingest(kafka_runtime, "slmpd-crime", month(tmp_path, JANUARY))
+        rows = rows_in(JANUARY)
+        deadline = time.monotonic() + 120
+        counts: list[int] = []
+        while time.monotonic() < deadline:
+            counts = [crime_rows(runtime) for runtime in (kafka_runtime, second_runtime)]
+            if counts == [rows, rows]:
+                break
+            time.sleep(0.2)
+        assert counts == [rows, rows]
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)

@@ -242,6 +242,10 @@ class Ingester:
         with self.database.connect() as conn:
             rows = conn.execute("SELECT snapshot_id FROM ingest_runs WHERE dataset_id = %s "
                                 "AND state = 'publishing'", (dataset.id,)).fetchall()
+        if rows:
+            # Explicitly, with its one partition: the ingest that stopped may have failed
+            # before creating it (a send would create it with the dataset topics' count).
+            self.producer.ensure_topic(CONTROL_TOPIC, 1)
         for (snapshot_id,) in rows:
             log.warning("%s: snapshot %d was left unfinished by an ingest that stopped; "
                         "aborting it", dataset.id, snapshot_id)

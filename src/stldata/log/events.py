@@ -9,6 +9,7 @@ commit event and every record it counts have arrived.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from typing import Any, ClassVar
 
 import orjson
@@ -120,6 +121,11 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+#: Snapshot ids and line numbers are PostgreSQL bigints and integers: an event with one
+#: out of range would fail in the database at the same message on every restart.
+_INT_RANGES = {"snapshot_id": (1, 2**62), "line": (0, 2**31 - 1)}
+
+
 def _check_fields(cls: type[Event], body: dict[str, Any]) -> None:
     for spec in fields(cls):
         name = spec.name
@@ -130,18 +136,34 @@ def _check_fields(cls: type[Event], body: dict[str, Any]) -> None:
         # bool is an int in Python, not in the events.
         if not isinstance(value, wanted) or isinstance(value, bool):
             raise MalformedEvent(f"{cls.name} event: field {name!r} is "
-                                 f"{type(value).__name__}, not {wanted[0].__name__}")
+                                 f"{_json_name(value)}, not {wanted[0].__name__}")
+        low, high = _INT_RANGES.get(name, (None, None))
+        if isinstance(value, int) and low is not None and high is not None \
+                and not low <= value <= high:
+            raise MalformedEvent(f"{cls.name} event: field {name!r} is {value}, outside "
+                                 f"{low} to {high}")
+    fetched_at = body.get("fetched_at")
+    if isinstance(fetched_at, str):
+        try:
+            datetime.fromisoformat(fetched_at)
+        except ValueError:
+            raise MalformedEvent(f"{cls.name} event: fetched_at {fetched_at[:40]!r} is not "
+                                 "an ISO 8601 time") from None
+
+
+def _json_name(value: object) -> str:
+    return "null" if value is None else type(value).__name__
 
 
 def decode_event(value: bytes | None) -> Event:
-    if value is None:
+    if not value:
         raise MalformedEvent("an empty message (a tombstone), not an event")
     try:
         body = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         raise MalformedEvent(f"not JSON: {exc}") from exc
     if not isinstance(body, dict):
-        raise MalformedEvent(f"a JSON {type(body).__name__}, not an event object")
+        raise MalformedEvent(f"a JSON {_json_name(body)}, not an event object")
     name = body.pop("event", None)
     cls = _EVENTS.get(name) if isinstance(name, str) else None
     if cls is None:

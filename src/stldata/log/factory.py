@@ -27,7 +27,11 @@ def open_producer(settings: Settings, database: Database) -> Producer:
 def open_consumer(settings: Settings, database: Database, group_id: str) -> Consumer:
     if settings.kafka_bootstrap:
         from stldata.log.kafka import KafkaConsumer
+        from stldata.store.identity import read_model_id
 
-        return KafkaConsumer(settings.kafka_bootstrap, group_id=group_id,
+        # One group per read model: projectors of this database share the partitions;
+        # another database on the same log reads all of them with a group of its own.
+        return KafkaConsumer(settings.kafka_bootstrap,
+                             group_id=f"{group_id}.{read_model_id(database)}",
                              topic_prefix=settings.kafka_topic_prefix)
     return EmbeddedConsumer(database)

@@ -33,7 +33,14 @@ from confluent_kafka.cimpl import NewTopic
 
 from stldata.errors import StlDataError, TransientError
 from stldata.log.base import Message, OnAssign, OnRevoke, TopicPartition
-from stldata.log.events import CONTROL_TOPIC, MalformedEvent, decode_event
+from stldata.log.events import (
+    CONTROL_TOPIC,
+    MalformedEvent,
+    SnapshotAborted,
+    SnapshotCommitted,
+    SnapshotStarted,
+    decode_event,
+)
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +133,9 @@ def _describe(error: KafkaError) -> str:
 #: Kafka's own default is 1 MB; topics the log creates take this limit, and the producer's
 #: request limit is one megabyte above it for the batch around the message.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+#: The largest message (value and key) the producer accepts: the rest of the topic's limit
+#: is room for headers and the batch around one message.
+MAX_RECORD_BYTES = MAX_MESSAGE_BYTES - 256 * 1024
 
 #: Control events read for the newest snapshot id, per partition: a snapshot makes two or
 #: three, so this covers the last few hundred snapshots of every database on the log.
@@ -292,6 +302,13 @@ class KafkaProducer:
     def send(self, topic: str, value: bytes, *, key: bytes | None = None,
              headers: dict[str, bytes] | None = None) -> None:
         name = self._name(topic)
+        size = len(value) + len(key or b"")
+        if size > MAX_RECORD_BYTES:
+            # Checked here, before compression: the broker checks the compressed batch, so
+            # a message near the limit would pass or fail by how well it compresses, and
+            # only at the flush, far from the row that made it.
+            raise KafkaRejectedError(f"cannot send a {size}-byte message to {name} (limit "
+                                     f"{MAX_RECORD_BYTES} bytes)", bootstrap=self.bootstrap)
         if not self._topics.known(name):
             # Created explicitly on first use (the dead-letter topic, say).
             self._topics.ensure(name, self._default_partitions)
@@ -378,8 +395,9 @@ class KafkaProducer:
                     try:
                         event = decode_event(message.value())
                     except MalformedEvent:
-                        continue
-                    newest = max(newest, int(getattr(event, "snapshot_id", 0)))
+                        continue  # the projector dead-letters it; it numbers nothing
+                    if isinstance(event, SnapshotStarted | SnapshotCommitted | SnapshotAborted):
+                        newest = max(newest, event.snapshot_id)
             if ends:
                 raise KafkaLogError(f"cannot read the newest events of {name} within "
                                     f"{timeout:.0f}s", bootstrap=self.bootstrap)

@@ -43,6 +43,11 @@ log = logging.getLogger(__name__)
 
 GROUP_ID = "stldata-projector"
 DEAD_LETTER_TOPIC = "stldata.dead-letter"
+#: A dead letter keeps at most this much of the message it stands for (1 MiB): the
+#: headers say where the whole message is.
+DEAD_LETTER_MAX_BYTES = 1024 * 1024
+#: After this long waiting for a committed snapshot's records, the projector says so.
+WAITING_NOTICE_SECONDS = 60.0
 
 
 def is_dataset_failure(exc: BaseException) -> bool:
@@ -110,6 +115,8 @@ class Projector:
         self._topics: dict[str, Dataset] = {d.topic: d for d in catalog}
         #: Why PostgreSQL refused a dataset's tables, by dataset id, until it accepts them.
         self._table_failures: dict[str, str] = {}
+        #: The commit the control topic waits on: since when, and when that was last said.
+        self._waiting: dict[int, tuple[float, float]] = {}
 
     def prepare(self) -> None:
         with self.conn.transaction():
@@ -310,10 +317,16 @@ class Projector:
         return True
 
     def _dead_letter(self, message: Message, reason: str) -> None:
-        log.error("message %s/%d@%d cannot be applied (%s); sent to %s", message.topic,
+        log.error("message %s/%d@%d cannot be applied (%s); sending it to %s", message.topic,
                   message.partition, message.offset, reason, DEAD_LETTER_TOPIC)
-        self.dead_letters.send(DEAD_LETTER_TOPIC, message.value, key=message.key, headers={
-            "reason": reason.encode(),
+        value, cut = message.value, {}
+        if len(value) > DEAD_LETTER_MAX_BYTES:
+            # With its headers, a message near the log's size limit would not fit on the
+            # dead-letter topic, and the projector would stop at it on every restart.
+            value = value[:DEAD_LETTER_MAX_BYTES]
+            cut = {"truncated_from": str(len(message.value)).encode()}
+        self.dead_letters.send(DEAD_LETTER_TOPIC, value, key=message.key, headers={
+            **cut, "reason": reason.encode(),
             # The topic's full name, as a Kafka tool would look it up (with the prefix).
             "topic": self.data.topic_name(message.topic).encode(),
             "partition": str(message.partition).encode(),
@@ -342,8 +355,13 @@ class Projector:
                 save_offsets(self.conn, self.group_id, [message])
             return True
 
-        if (isinstance(event, SnapshotStarted | SnapshotCommitted | SnapshotAborted)
-                and not self._known(event.dataset_id)):
+        if not isinstance(event, SnapshotStarted | SnapshotCommitted | SnapshotAborted):
+            self._dead_letter(message, f"unexpected {event.name} event on the control topic")
+            with self.conn.transaction():
+                save_offsets(self.conn, self.group_id, [message])
+            return True
+
+        if not self._known(event.dataset_id):
             # Its records are not read (its topic is not subscribed), so waiting for them
             # would block every later snapshot of every dataset behind it on this topic.
             with self.conn.transaction():
@@ -377,6 +395,7 @@ class Projector:
                         "publisher used the same id (a second database on this Kafka log, "
                         "or a message written by hand); ingest the dataset again")
                 elif not ready:
+                    self._note_waiting(event)
                     return False
                 else:
                     self._apply(event)
@@ -397,6 +416,25 @@ class Projector:
                             event.dataset_id, sid, event.reason)
             save_offsets(self.conn, self.group_id, [message])
         return True
+
+    def _note_waiting(self, event: SnapshotCommitted) -> None:
+        """Say, once a minute, which snapshot holds up the control topic: every later
+        snapshot of every dataset waits behind it (its records may still be on their way,
+        or never have been published)."""
+        now = time.monotonic()
+        since, said = self._waiting.get(event.snapshot_id, (now, 0.0))
+        self._waiting = {event.snapshot_id: (since, said)}
+        if now - since >= WAITING_NOTICE_SECONDS and now - said >= WAITING_NOTICE_SECONDS:
+            row = self.conn.execute("SELECT received FROM staged_counts WHERE snapshot_id = %s",
+                                    (event.snapshot_id,)).fetchone()
+            log.warning("%s: snapshot %d is committed on the log but only %d of its %d "
+                        "messages have arrived after %.0fs; every later snapshot waits "
+                        "behind it. If its records were never published (a commit written "
+                        "by hand, or records gone with the log's retention), the projector "
+                        "cannot pass it", event.dataset_id,
+                        event.snapshot_id, int(row[0]) if row else 0, event.message_count,
+                        now - since)
+            self._waiting = {event.snapshot_id: (since, now)}
 
     def _apply(self, event: SnapshotCommitted) -> None:
         """Apply a snapshot in a savepoint; when PostgreSQL refuses it, the snapshot
