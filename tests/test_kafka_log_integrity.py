@@ -27,7 +27,7 @@ from stldata.log.events import (
     SnapshotCommitted,
     SnapshotStarted,
 )
-from stldata.log.kafka import MAX_RECORD_BYTES
+from stldata.log.kafka import MAX_RECORD_BYTES, KafkaProducer
 from stldata.projection import projector as projector_module
 from stldata.projection.projector import DEAD_LETTER_MAX_BYTES, run_supervised
 from stldata.runtime import Runtime
@@ -323,3 +323,30 @@ def test_two_databases_on_one_log_each_read_every_partition(
         stop.set()
         for thread in threads:
             thread.join(timeout=30)
+
+
+def test_an_id_taken_on_the_log_meanwhile_is_given_up_for_a_new_one(
+        kafka_runtime: Runtime, second_runtime: Runtime, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two databases ingesting at the same moment both read the log before either start
+    # event is on it, and both take id 1. Played in turn: the second database's first
+    # read of the log is made to miss the first one's start, as it would in the race.
+    first = ingest(kafka_runtime, "slmpd-crime", month(tmp_path, JANUARY))
+    assert first.snapshot_id == 1
+    reads: list[int] = []
+    real = KafkaProducer.newest_snapshot_id
+
+    def stale_once(producer: KafkaProducer) -> int:
+        reads.append(1)
+        return 0 if len(reads) == 1 else real(producer)
+
+    monkeypatch.setattr(KafkaProducer, "newest_snapshot_id", stale_once)
+    second = ingest(second_runtime, "metro-routes")
+    assert second.snapshot_id == 2 and len(reads) == 2
+
+    for runtime in (kafka_runtime, second_runtime):
+        project(runtime)
+        assert query(runtime, "SELECT id, dataset_id, status FROM snapshots ORDER BY id") == [
+            (1, "slmpd-crime", "committed"), (2, "metro-routes", "committed")]
+        assert query(runtime, "SELECT count(*) FROM ds_slmpd_crime")[0][0] == rows_in(JANUARY)
+        assert query(runtime, "SELECT count(*) FROM ds_metro_routes")[0][0] == 61

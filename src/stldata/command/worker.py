@@ -72,6 +72,9 @@ class ProgressProducer:
     def newest_snapshot_id(self) -> int:
         return self.inner.newest_snapshot_id()
 
+    def first_start(self, snapshot_id: int) -> SnapshotStarted | None:
+        return self.inner.first_start(snapshot_id)
+
     def close(self) -> None:
         self.inner.close()
 

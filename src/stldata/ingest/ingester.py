@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stldata.catalog import Dataset
-from stldata.errors import RecordRefused, StlDataError
+from stldata.errors import RecordRefused, StlDataError, TransientError
 from stldata.ingest.errors import EmptySourceError
 from stldata.ingest.infer import TypeInference
 from stldata.ingest.positions import position_text
@@ -101,6 +101,16 @@ _SKIP_USED_IDS = """
                           (SELECT coalesce(max(snapshot_id), 0) FROM ingest_runs)) AS id) used,
          snapshot_ids counter
     WHERE used.id > 0 AND (used.id > counter.last_value OR NOT counter.is_called)"""
+
+
+#: Snapshot ids tried before giving up when other databases keep taking them first.
+CLAIM_ATTEMPTS = 5
+
+
+class SnapshotIdTaken(TransientError):
+    def __init__(self, dataset_id: str, attempts: int) -> None:
+        super().__init__(f"{dataset_id}: {attempts} snapshot ids in a row were taken on the "
+                         "log by other databases' ingests at the same moment; try again")
 
 
 class Ingester:
@@ -260,9 +270,24 @@ class Ingester:
         fetched_at = datetime.now(UTC).isoformat()
         self.producer.ensure_topic(CONTROL_TOPIC, 1)
         self.producer.ensure_topic(dataset.topic, self.settings.topic_partitions)
-        self._send_control(SnapshotStarted(
-            snapshot_id, dataset.id, dataset.mode, [f.partition for f in files], origin,
-            fetched_at))
+        for _ in range(CLAIM_ATTEMPTS):
+            started = SnapshotStarted(snapshot_id, dataset.id, dataset.mode,
+                                      [f.partition for f in files], origin, fetched_at)
+            self._send_control(started)
+            self.producer.flush()
+            # Another database on the same log may have taken the same id meanwhile (its
+            # ingest read the log before this start was on it). The first start of an id
+            # on the control topic owns it: projectors ignore a later one.
+            first = self.producer.first_start(snapshot_id)
+            if first is None or first == started:
+                break
+            log.warning("%s: snapshot id %d was taken on the log by %s's snapshot from %s; "
+                        "taking a new id", dataset.id, snapshot_id, first.dataset_id,
+                        first.source)
+            self._end_run(snapshot_id, "aborted")
+            snapshot_id = summary.snapshot_id = self._start_run(dataset, origin)
+        else:
+            raise SnapshotIdTaken(dataset.id, CLAIM_ATTEMPTS)
         log.info("%s: snapshot %d started from %s (%d files)",
                  dataset.id, snapshot_id, origin, len(files))
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from stldata.log.events import SnapshotStarted
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,10 @@ class Producer(Protocol):
 
     def flush(self) -> None:
         """Block until every queued message is durably on the log, or raise."""
+
+    def first_start(self, snapshot_id: int) -> SnapshotStarted | None:
+        """The first snapshot-started event of this id among the newest control events
+        (None when the log shares the database's counter, as the embedded log does)."""
 
     def newest_snapshot_id(self) -> int:
         """The highest snapshot id among the newest control events on the log (0 if

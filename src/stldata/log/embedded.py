@@ -17,6 +17,7 @@ import orjson
 import psycopg
 
 from stldata.log.base import Message, OnAssign, OnRevoke, TopicPartition
+from stldata.log.events import SnapshotStarted
 from stldata.store.database import Database
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,9 @@ class EmbeddedProducer:
 
     def newest_snapshot_id(self) -> int:
         return 0  # the log lives in the database that numbers the snapshots
+
+    def first_start(self, snapshot_id: int) -> SnapshotStarted | None:
+        return None  # likewise: no other database writes this log
 
     def close(self) -> None:
         self._conn.close()

@@ -365,8 +365,17 @@ class KafkaProducer:
                                      reason=reason)
 
     def newest_snapshot_id(self) -> int:
-        """Read the newest control events (:data:`CONTROL_TAIL` per partition) with a
-        consumer of no group, which commits nothing and joins nothing."""
+        return max((event.snapshot_id for event in self._control_tail()), default=0)
+
+    def first_start(self, snapshot_id: int) -> SnapshotStarted | None:
+        return next((event for event in self._control_tail()
+                     if isinstance(event, SnapshotStarted)
+                     and event.snapshot_id == snapshot_id), None)
+
+    def _control_tail(self) -> list[SnapshotStarted | SnapshotCommitted | SnapshotAborted]:
+        """The newest snapshot events of the control topic (:data:`CONTROL_TAIL` per
+        partition), in log order, read by a consumer of no group, which commits nothing
+        and joins nothing."""
         name = self._name(CONTROL_TOPIC)
         timeout = min(30.0, self.flush_timeout)
         reader = _CKConsumer({"bootstrap.servers": self.bootstrap,
@@ -384,7 +393,9 @@ class KafkaProducer:
                     starts.append(_CKTopicPartition(name, partition,
                                                     max(low, high - CONTROL_TAIL)))
             reader.assign(starts)
-            newest, deadline = 0, time.monotonic() + timeout
+            found: list[tuple[int, int, SnapshotStarted | SnapshotCommitted
+                              | SnapshotAborted]] = []
+            deadline = time.monotonic() + timeout
             while ends and time.monotonic() < deadline:
                 for message in reader.consume(num_messages=1000, timeout=1.0):
                     if message.error() is not None:
@@ -397,11 +408,11 @@ class KafkaProducer:
                     except MalformedEvent:
                         continue  # the projector dead-letters it; it numbers nothing
                     if isinstance(event, SnapshotStarted | SnapshotCommitted | SnapshotAborted):
-                        newest = max(newest, event.snapshot_id)
+                        found.append((partition, offset, event))
             if ends:
                 raise KafkaLogError(f"cannot read the newest events of {name} within "
                                     f"{timeout:.0f}s", bootstrap=self.bootstrap)
-            return newest
+            return [event for _, _, event in sorted(found, key=lambda f: (f[0], f[1]))]
         except KafkaException as exc:
             raise KafkaLogError(f"cannot read the newest events of {name}: {exc}",
                                 bootstrap=self.bootstrap) from exc
