@@ -62,6 +62,9 @@ database = Database.from_settings(Settings(home=Path(sys.argv[1]), database_url=
 import psycopg
 with psycopg.connect(database.url) as conn:
     print(conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0], flush=True)
+# Stay a user until told: a first user that exits before the others have attached
+# rightly stops the server, and the next one starts another.
+sys.stdin.read()
 """
 
 
@@ -72,11 +75,13 @@ def test_processes_starting_together_on_a_fresh_home_share_one_server(tmp_path: 
     pgdata = Settings(home=home, _env_file=None).state_dir / "postgres"
     try:
         starting = [subprocess.Popen([sys.executable, "-c", ATTACH, str(home)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True) for _ in range(3)]
-        outputs = [p.communicate(timeout=180) for p in starting]
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True) for _ in range(3)]
+        # Each prints the server's start time once attached, then waits.
+        started = [p.stdout.readline().strip() for p in starting]  # type: ignore[union-attr]
+        outputs = [p.communicate(input="", timeout=180) for p in starting]
         assert [p.returncode for p in starting] == [0, 0, 0], [e[-2000:] for _, e in outputs]
-        assert len({out.strip() for out, _ in outputs}) == 1  # one server, started once
+        assert len(set(started)) == 1 and started[0]  # one server, started once
     finally:
         if (pgdata / "postmaster.pid").exists():
             subprocess.run([sys.executable, "-c", STOP, str(pgdata)], timeout=60)
