@@ -157,8 +157,8 @@ def test_out_of_range_misdated_misplaced_and_huge_messages_are_dead_letters(
     topic = kafka_runtime.catalog.get("slmpd-crime").topic
     huge = orjson.loads(stray_record(1, "slmpd-crime").to_bytes())
     huge["snapshot_id"] = 2**63  # over PostgreSQL's bigint
-    send(kafka_runtime, topic, orjson.dumps(huge),
-         secrets.token_bytes(MAX_RECORD_BYTES - 100))  # garbage just under the limit
+    send(kafka_runtime, topic, orjson.dumps(huge))
+    send(kafka_runtime, topic, secrets.token_bytes(MAX_RECORD_BYTES - 100))  # near the limit
     misdated = SnapshotStarted(9, "slmpd-crime", "full", [], "x", "yesterday")
     send(kafka_runtime, CONTROL_TOPIC, misdated.to_bytes(),
          stray_record(9, "slmpd-crime").to_bytes())  # a record on the control topic

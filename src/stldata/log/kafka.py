@@ -397,7 +397,9 @@ class KafkaProducer:
                               | SnapshotAborted]] = []
             deadline = time.monotonic() + timeout
             while ends and time.monotonic() < deadline:
-                for message in reader.consume(num_messages=1000, timeout=1.0):
+                # A short wait: consume() waits its whole timeout for fewer messages than
+                # asked, and the tail is read on every ingest.
+                for message in reader.consume(num_messages=1000, timeout=0.05):
                     if message.error() is not None:
                         continue
                     partition, offset = message.partition() or 0, message.offset() or 0
