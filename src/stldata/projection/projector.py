@@ -115,8 +115,8 @@ class Projector:
         self._topics: dict[str, Dataset] = {d.topic: d for d in catalog}
         #: Why PostgreSQL refused a dataset's tables, by dataset id, until it accepts them.
         self._table_failures: dict[str, str] = {}
-        #: The commit the control topic waits on: since when, and when that was last said.
-        self._waiting: dict[int, tuple[float, float]] = {}
+        #: The commit the control topic waits on: its id, since when, when last said.
+        self._waiting: tuple[int, float, float] | None = None
 
     def prepare(self) -> None:
         with self.conn.transaction():
@@ -422,8 +422,9 @@ class Projector:
         snapshot of every dataset waits behind it (its records may still be on their way,
         or never have been published)."""
         now = time.monotonic()
-        since, said = self._waiting.get(event.snapshot_id, (now, 0.0))
-        self._waiting = {event.snapshot_id: (since, said)}
+        if self._waiting is None or self._waiting[0] != event.snapshot_id:
+            self._waiting = (event.snapshot_id, now, 0.0)
+        _, since, said = self._waiting
         if now - since >= WAITING_NOTICE_SECONDS and now - said >= WAITING_NOTICE_SECONDS:
             row = self.conn.execute("SELECT received FROM staged_counts WHERE snapshot_id = %s",
                                     (event.snapshot_id,)).fetchone()
@@ -434,7 +435,7 @@ class Projector:
                         "cannot pass it", event.dataset_id,
                         event.snapshot_id, int(row[0]) if row else 0, event.message_count,
                         now - since)
-            self._waiting = {event.snapshot_id: (since, now)}
+            self._waiting = (event.snapshot_id, since, now)
 
     def _apply(self, event: SnapshotCommitted) -> None:
         """Apply a snapshot in a savepoint; when PostgreSQL refuses it, the snapshot

@@ -126,7 +126,13 @@ _RANKING_TRIGGERS = {
     "DELETE": "REFERENCING OLD TABLE AS gone",
     "TRUNCATE": "",
 }
-_RANKING_INSERT = "ranking_insert"
+
+
+def _ranking_trigger(event: str) -> str:
+    return f"ranking_{event.lower()}"
+
+
+_RANKING_INSERT = _ranking_trigger("INSERT")
 
 
 @contextmanager
@@ -151,10 +157,15 @@ def ranking_filled_after(conn: Conn, dataset: Dataset) -> Iterator[None]:
     conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(table, trigger))
     yield
     conn.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER {}").format(table, trigger))
+    _fill_ranking(conn, dataset)
+
+
+def _fill_ranking(conn: Conn, dataset: Dataset) -> None:
+    """Copy every record's document into the (empty) ranking table, in search order."""
     order = ", ".join(_quote(column) for column in dataset.search_order)
     conn.execute(sql.SQL("INSERT INTO {} (_key, _document) SELECT _key, {} FROM {} {}").format(
         sql.Identifier(ranking_table_name(dataset.table_name)),
-        sql.Identifier(DOCUMENT_COLUMN), table,
+        sql.Identifier(DOCUMENT_COLUMN), sql.Identifier(dataset.table_name),
         sql.SQL(f"ORDER BY {order}" if order else "")))
 
 
@@ -220,7 +231,7 @@ def _ensure_ranking_table(conn: Conn, dataset: Dataset) -> None:
     name = ranking_table_name(dataset.table_name)
     ranking = sql.Identifier(name)
     document = search_document_sql(dataset)
-    triggers = [(f"ranking_{event.lower()}", event, transition)
+    triggers = [(_ranking_trigger(event), event, transition)
                 for event, transition in _RANKING_TRIGGERS.items()]
     if document is None:
         for trigger, _, _ in triggers:
@@ -268,9 +279,7 @@ def _ensure_ranking_table(conn: Conn, dataset: Dataset) -> None:
     # pending list that made every search of a million records 60% slower.
     conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(index_name)))
     conn.execute(sql.SQL("TRUNCATE {}").format(ranking))
-    conn.execute(sql.SQL("INSERT INTO {} (_key, _document) SELECT _key, {} FROM {} {}").format(
-        ranking, sql.Identifier(DOCUMENT_COLUMN), table,
-        sql.SQL(f"ORDER BY {order}" if order else "")))
+    _fill_ranking(conn, dataset)
     conn.execute(index)
     conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(ranking, sql.Literal(digest)))
     conn.execute(sql.SQL("ANALYZE {}").format(ranking))
